@@ -785,12 +785,12 @@ impl Run {
                     rec.started_at = now.0;
                 }
                 Change::GroupFinished(node) => {
-                    let rec = &mut self.nodes[node as usize];
-                    // A group that had not started when the project ended
-                    // never starts, so it does not finish either.
-                    if rec.state != NodeState::Running {
+                    // Once the project has ended, nodes that had not started
+                    // never do, so a group finishes only if its list did.
+                    if ended && !self.list_finished(node) {
                         continue;
                     }
+                    let rec = &mut self.nodes[node as usize];
                     rec.state = NodeState::Finished;
                     rec.finished_at = now.0;
                     if node == 0 && !self.status.is_ended() {
@@ -799,6 +799,15 @@ impl Run {
                 }
             }
         }
+    }
+
+    fn list_finished(&self, group: u32) -> bool {
+        let rec = &self.nodes[group as usize];
+        rec.state == NodeState::Running
+            && self.groups[rec.info as usize]
+                .children
+                .iter()
+                .all(|&c| self.nodes[c as usize].state == NodeState::Finished)
     }
 
     fn end(&mut self, status: Status) {

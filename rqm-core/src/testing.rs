@@ -289,65 +289,7 @@ impl Sim {
     /// panics if the project has not ended by then (SPEC 6.5) or a replayed
     /// report was applied (SPEC 7).
     pub fn run_until_idle(&mut self) -> &Run {
-        loop {
-            while let Some(job) = self.run.poll_ready() {
-                let now = Time::from_micros(self.now);
-                let attempt = self.run.begin(job, now).expect("a ready job begins");
-                self.in_flight.push_back(attempt);
-            }
-            if self.in_flight.is_empty() {
-                match self.run.poll_timeout() {
-                    Some(at) => {
-                        self.now = (self.now + 1).max(at.as_micros());
-                        self.run.handle_timeout(Time::from_micros(self.now));
-                        continue;
-                    }
-                    None => break,
-                }
-            }
-            let attempt = match self.order {
-                Order::Fifo => self.in_flight.pop_front(),
-                Order::Lifo => self.in_flight.pop_back(),
-                Order::Random(_) => {
-                    let i = (self.next_random() % self.in_flight.len() as u64) as usize;
-                    self.in_flight.swap_remove_back(i)
-                }
-            }
-            .expect("an attempt is under way");
-            self.now += 1;
-            self.steps += 1;
-            let now = Time::from_micros(self.now);
-            let before = self.run.len();
-            let outcome = Library.run_attempt(&attempt);
-            let applied = match outcome.clone() {
-                Ok(output) => self
-                    .run
-                    .handle_success(attempt.job, attempt.number, output, now),
-                Err(failure) => self
-                    .run
-                    .handle_failure(attempt.job, attempt.number, failure, now),
-            };
-            applied.expect("the report of the current attempt applies");
-            self.created_at.resize(self.run.len(), now);
-            let after = self.run.len();
-            // A second report for the same attempt is ignored and changes nothing.
-            let replay = match outcome {
-                Ok(output) => self
-                    .run
-                    .handle_success(attempt.job, attempt.number, output, now),
-                Err(failure) => self
-                    .run
-                    .handle_failure(attempt.job, attempt.number, failure, now),
-            };
-            assert!(
-                replay.is_err(),
-                "a replayed report for {:?} was applied",
-                attempt.job
-            );
-            assert_eq!(after, self.run.len(), "a replayed report added nodes");
-            debug_assert!(before <= after);
-            self.drain_events();
-        }
+        while self.step() {}
         assert!(
             self.run.status().is_ended(),
             "the project is idle but has not ended: {:?}",
@@ -355,6 +297,63 @@ impl Sim {
         );
         assert!(self.run.is_settled());
         &self.run
+    }
+
+    /// Begins every ready job, then completes one attempt (or, with none
+    /// under way, lets the clock reach the next retry). Returns `false` once
+    /// nothing is left to do.
+    pub fn step(&mut self) -> bool {
+        while let Some(job) = self.run.poll_ready() {
+            let now = Time::from_micros(self.now);
+            let attempt = self.run.begin(job, now).expect("a ready job begins");
+            self.in_flight.push_back(attempt);
+        }
+        if self.in_flight.is_empty() {
+            let Some(at) = self.run.poll_timeout() else {
+                return false;
+            };
+            self.now = (self.now + 1).max(at.as_micros());
+            self.run.handle_timeout(Time::from_micros(self.now));
+            return true;
+        }
+        let attempt = match self.order {
+            Order::Fifo => self.in_flight.pop_front(),
+            Order::Lifo => self.in_flight.pop_back(),
+            Order::Random(_) => {
+                let i = (self.next_random() % self.in_flight.len() as u64) as usize;
+                self.in_flight.swap_remove_back(i)
+            }
+        }
+        .expect("an attempt is under way");
+        self.now += 1;
+        self.steps += 1;
+        let now = Time::from_micros(self.now);
+        let outcome = Library.run_attempt(&attempt);
+        let report = |run: &mut Run, outcome: Result<Output, Failure>| match outcome {
+            Ok(output) => run.handle_success(attempt.job, attempt.number, output, now),
+            Err(failure) => run.handle_failure(attempt.job, attempt.number, failure, now),
+        };
+        report(&mut self.run, outcome.clone()).expect("the report of the current attempt applies");
+        self.created_at.resize(self.run.len(), now);
+        let (nodes, counts) = (self.run.len(), self.run.counts());
+        // A second report for the same attempt is ignored and changes nothing.
+        let replay = report(&mut self.run, outcome);
+        assert!(replay.is_err(), "a replayed report for {:?} was applied", attempt.job);
+        assert_eq!((nodes, counts), (self.run.len(), self.run.counts()), "a replayed report changed the run");
+        self.drain_events();
+        true
+    }
+
+    /// Cancels the project at the current virtual time.
+    pub fn cancel(&mut self) -> crate::run::CancelOutcome {
+        let outcome = self.run.cancel();
+        self.drain_events();
+        outcome
+    }
+
+    /// The virtual time now.
+    pub fn now(&self) -> Time {
+        Time::from_micros(self.now)
     }
 
     /// The run being simulated.
