@@ -2,6 +2,8 @@
 //! finishing one decrements its dependents. Nothing here knows about trees;
 //! the compiler in `run.rs` decides which vertices and edges a tree needs.
 
+use crate::chunked::Chunked;
+
 /// A vertex's index in its graph.
 pub(crate) type VertexId = u32;
 
@@ -59,8 +61,8 @@ pub(crate) enum Change {
 /// Vertices with counters and out-edges, grown incrementally.
 #[derive(Default)]
 pub(crate) struct Graph {
-    vertices: Vec<Vertex>,
-    edges: Vec<Edge>,
+    vertices: Chunked<Vertex>,
+    edges: Chunked<Edge>,
     work: Vec<VertexId>,
 }
 
@@ -167,8 +169,7 @@ impl Graph {
 
     /// Bytes held by the graph's arrays.
     pub(crate) fn heap_bytes(&self) -> usize {
-        self.vertices.capacity() * std::mem::size_of::<Vertex>()
-            + self.edges.capacity() * std::mem::size_of::<Edge>()
+        self.vertices.heap_bytes() + self.edges.heap_bytes()
     }
 }
 

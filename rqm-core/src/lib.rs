@@ -27,6 +27,7 @@
 //! assert_eq!(run.result(), Some(json!([2, 4])));
 //! ```
 
+mod chunked;
 mod error;
 mod graph;
 mod json;

@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
+use crate::chunked::Chunked;
 use crate::error::{Ignored, Rejection};
 use crate::graph::{Change, Graph, NIL, Role, VertexId};
 use crate::model::{Input, JobOptions, JobSpec, Node, NodeKind, Path, Project};
@@ -259,7 +260,6 @@ struct NodeRec {
     flags: u8,
     state: NodeState,
     data: Value,
-    kwargs: Option<Box<Map<String, Value>>>,
     ready_at: u64,
     started_at: u64,
     finished_at: u64,
@@ -300,13 +300,14 @@ struct Opts {
 pub struct Run {
     config: RunConfig,
     graph: Graph,
-    nodes: Vec<NodeRec>,
+    nodes: Chunked<NodeRec>,
     groups: Vec<GroupRec>,
     funcs: Vec<(Arc<str>, Option<JobDefaults>)>,
     func_ids: HashMap<Arc<str>, u32>,
     opts: Vec<Opts>,
     opt_ids: HashMap<Opts, u32>,
     last_opts: Option<(u32, JobOptions, u32)>,
+    kwargs: HashMap<u32, Map<String, Value>>,
     errors: HashMap<u32, String>,
     ready: VecDeque<NodeId>,
     timers: BinaryHeap<Reverse<(u64, u32, u32)>>,
@@ -338,13 +339,14 @@ impl Run {
         let mut run = Run {
             config,
             graph: Graph::default(),
-            nodes: Vec::new(),
+            nodes: Chunked::default(),
             groups: Vec::new(),
             funcs: Vec::new(),
             func_ids: HashMap::new(),
             opts: Vec::new(),
             opt_ids: HashMap::new(),
             last_opts: None,
+            kwargs: HashMap::new(),
             errors: HashMap::new(),
             ready: VecDeque::new(),
             timers: BinaryHeap::new(),
@@ -353,9 +355,7 @@ impl Run {
             running: 0,
             transitions: 0,
         };
-        let capacity = project.node_count() + 1;
-        run.nodes.reserve_exact(capacity);
-        let root = run.add_group(NIL, 0, 0);
+        let root = run.add_group(NIL, 0, 0, project.jobs.len());
         run.compile(root, project.jobs);
         run.settle(0, now);
         Ok(run)
@@ -410,7 +410,7 @@ impl Run {
             number: rec.attempts,
             func,
             input,
-            kwargs: rec.kwargs.as_deref().cloned(),
+            kwargs: self.kwargs.get(&job.0).cloned(),
             timeout,
             queue,
         })
@@ -440,9 +440,8 @@ impl Run {
             self.compile(parent, output.append);
         }
         self.running -= 1;
-        let rec = &mut self.nodes[job.0 as usize];
-        rec.data = output.result;
-        rec.kwargs = None;
+        self.nodes[job.0 as usize].data = output.result;
+        self.kwargs.remove(&job.0);
         self.finish_job(job, first_new, now);
         Ok(())
     }
@@ -647,7 +646,7 @@ impl Run {
     /// Bytes the run holds on the heap for its nodes and graph, not counting
     /// what JSON values own.
     pub fn heap_bytes(&self) -> usize {
-        self.nodes.capacity() * std::mem::size_of::<NodeRec>()
+        self.nodes.heap_bytes()
             + self.graph.heap_bytes()
             + self
                 .groups
@@ -722,7 +721,7 @@ impl Run {
         }
         if allow {
             rec.data = Value::Null;
-            rec.kwargs = None;
+            self.kwargs.remove(&job.0);
             let first_new = self.graph.len();
             self.finish_job(job, first_new, now);
             return;
@@ -749,54 +748,54 @@ impl Run {
         rec.finished_at = now.0;
         self.transitions += 1;
         let vertex = rec.vertex;
-        self.settle(first_new, now);
-        let mut changes = Vec::new();
-        self.graph.finish_job(vertex, &mut |c| changes.push(c));
-        self.apply(changes, now);
+        self.settle_and_fire(first_new, Some(vertex), now);
     }
 
     fn settle(&mut self, first: VertexId, now: Time) {
-        let mut changes = Vec::new();
-        self.graph.settle(first, &mut |c| changes.push(c));
-        self.apply(changes, now);
+        self.settle_and_fire(first, None, now);
     }
 
-    fn apply(&mut self, changes: Vec<Change>, now: Time) {
+    /// Settles the vertices from `first` on, fires `job` if given, and
+    /// applies every change that cascades, at `now`.
+    fn settle_and_fire(&mut self, first: VertexId, job: Option<VertexId>, now: Time) {
         let ended = self.status.is_ended();
-        for change in changes {
-            self.transitions += 1;
+        let mut finished = Vec::new();
+        let (nodes, ready, transitions) = (&mut self.nodes, &mut self.ready, &mut self.transitions);
+        let mut on_change = |change: Change| {
+            *transitions += 1;
             match change {
+                // Once the project has ended nothing more starts.
+                Change::JobReady(_) | Change::GroupStarted(_) if ended => {}
                 Change::JobReady(node) => {
-                    if ended {
-                        continue;
-                    }
-                    let rec = &mut self.nodes[node as usize];
+                    let rec = &mut nodes[node as usize];
                     rec.state = NodeState::Ready;
                     rec.ready_at = now.0;
-                    self.ready.push_back(NodeId(node));
+                    ready.push_back(NodeId(node));
                 }
                 Change::GroupStarted(node) => {
-                    if ended {
-                        continue;
-                    }
-                    let rec = &mut self.nodes[node as usize];
+                    let rec = &mut nodes[node as usize];
                     rec.state = NodeState::Running;
                     rec.ready_at = now.0;
                     rec.started_at = now.0;
                 }
-                Change::GroupFinished(node) => {
-                    // Once the project has ended, nodes that had not started
-                    // never do, so a group finishes only if its list did.
-                    if ended && !self.list_finished(node) {
-                        continue;
-                    }
-                    let rec = &mut self.nodes[node as usize];
-                    rec.state = NodeState::Finished;
-                    rec.finished_at = now.0;
-                    if node == 0 && !self.status.is_ended() {
-                        self.end(Status::Finished);
-                    }
-                }
+                Change::GroupFinished(node) => finished.push(node),
+            }
+        };
+        self.graph.settle(first, &mut on_change);
+        if let Some(vertex) = job {
+            self.graph.finish_job(vertex, &mut on_change);
+        }
+        // Inner groups come first, so each sees its children's new states.
+        for node in finished {
+            // After an end a group finishes only if its whole list did.
+            if ended && !self.list_finished(node) {
+                continue;
+            }
+            let rec = &mut self.nodes[node as usize];
+            rec.state = NodeState::Finished;
+            rec.finished_at = now.0;
+            if node == 0 && !self.status.is_ended() {
+                self.end(Status::Finished);
             }
         }
     }
@@ -826,7 +825,7 @@ impl Run {
         self.events.push_back(Event::Ended(status));
     }
 
-    fn add_group(&mut self, parent: u32, index: u32, flags: u8) -> u32 {
+    fn add_group(&mut self, parent: u32, index: u32, flags: u8, capacity: usize) -> u32 {
         let id = self.nodes.len() as u32;
         let start = self.graph.add(Role::GroupStart, id);
         let segment = self.graph.add(Role::Segment, id);
@@ -835,7 +834,7 @@ impl Run {
         self.graph.edge(segment, end);
         let group = self.groups.len() as u32;
         self.groups.push(GroupRec {
-            children: Vec::new(),
+            children: Vec::with_capacity(capacity),
             tail: ListTail {
                 gate: start,
                 segment,
@@ -853,7 +852,6 @@ impl Run {
             flags: flags | GROUP,
             state: NodeState::Pending,
             data: Value::Null,
-            kwargs: None,
             ready_at: NEVER,
             started_at: NEVER,
             finished_at: NEVER,
@@ -863,6 +861,9 @@ impl Run {
 
     fn add_job(&mut self, parent: u32, index: u32, flags: u8, spec: JobSpec) -> u32 {
         let id = self.nodes.len() as u32;
+        if let Some(kwargs) = spec.kwargs {
+            self.kwargs.insert(id, kwargs);
+        }
         let vertex = self.graph.add(Role::Job, id);
         let func = self.intern_func(&spec.func);
         let opts = self.intern_opts(func, spec.options);
@@ -881,7 +882,6 @@ impl Run {
             flags,
             state: NodeState::Pending,
             data,
-            kwargs: spec.kwargs.map(Box::new),
             ready_at: NEVER,
             started_at: NEVER,
             finished_at: NEVER,
@@ -959,7 +959,7 @@ impl Run {
                     (id, v, v, None)
                 }
                 NodeKind::Group(children) => {
-                    let id = self.add_group(group, index, flags);
+                    let id = self.add_group(group, index, flags, children.len());
                     let sub = &self.groups[self.nodes[id as usize].info as usize];
                     (id, sub.tail.gate, sub.tail.end, Some(children))
                 }

@@ -338,8 +338,16 @@ impl Sim {
         let (nodes, counts) = (self.run.len(), self.run.counts());
         // A second report for the same attempt is ignored and changes nothing.
         let replay = report(&mut self.run, outcome);
-        assert!(replay.is_err(), "a replayed report for {:?} was applied", attempt.job);
-        assert_eq!((nodes, counts), (self.run.len(), self.run.counts()), "a replayed report changed the run");
+        assert!(
+            replay.is_err(),
+            "a replayed report for {:?} was applied",
+            attempt.job
+        );
+        assert_eq!(
+            (nodes, counts),
+            (self.run.len(), self.run.counts()),
+            "a replayed report changed the run"
+        );
         self.drain_events();
         true
     }
@@ -437,7 +445,7 @@ impl Sim {
             if node.is_group() && node.finished_at().is_some() {
                 let last = node
                     .children()
-                    .map(|c| at(c))
+                    .map(at)
                     .chain([node.started_at().map(Time::as_micros)])
                     .collect::<Option<Vec<u64>>>()
                     .and_then(|t| t.into_iter().max());
