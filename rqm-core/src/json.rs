@@ -12,7 +12,7 @@ use serde_json::{Map, Number, Value};
 use crate::error::{Rejection, ValidationError};
 use crate::model::{Input, JobOptions, JobSpec, Node, NodeKind, Path, Project};
 use crate::output::Output;
-use crate::registry::{Catalog, describe};
+use crate::registry::{Backoff, Catalog, describe};
 use crate::validate::{Checker, Limits};
 
 /// The visitor methods for scalars, each calling `$on(self, "a description")`.
@@ -305,12 +305,13 @@ enum Key {
     Blocking,
     Retries,
     TimeoutMs,
+    Backoff,
     Queue,
     AllowFailure,
 }
 
 impl Key {
-    const ALL: [Key; 11] = [
+    const ALL: [Key; 12] = [
         Key::Func,
         Key::Jobs,
         Key::Args,
@@ -320,6 +321,7 @@ impl Key {
         Key::Blocking,
         Key::Retries,
         Key::TimeoutMs,
+        Key::Backoff,
         Key::Queue,
         Key::AllowFailure,
     ];
@@ -335,6 +337,7 @@ impl Key {
             Key::Blocking => "blocking",
             Key::Retries => "retries",
             Key::TimeoutMs => "timeout_ms",
+            Key::Backoff => "backoff",
             Key::Queue => "queue",
             Key::AllowFailure => "allow_failure",
         }
@@ -361,6 +364,7 @@ struct Fields {
     blocking: Option<Value>,
     retries: Option<Value>,
     timeout_ms: Option<Value>,
+    backoff: Option<Value>,
     queue: Option<Value>,
     allow_failure: Option<Value>,
     /// Job-only keys present, in the order read.
@@ -438,6 +442,7 @@ impl<'de> Visitor<'de> for NodeSeed<'_, '_> {
                     Key::Blocking => &mut fields.blocking,
                     Key::Retries => &mut fields.retries,
                     Key::TimeoutMs => &mut fields.timeout_ms,
+                    Key::Backoff => &mut fields.backoff,
                     Key::Queue => &mut fields.queue,
                     Key::AllowFailure => &mut fields.allow_failure,
                     Key::Jobs => unreachable!("handled above"),
@@ -571,6 +576,7 @@ fn build_node(ctx: &mut Ctx<'_>, fields: Fields) -> Node {
         timeout_ms: fields
             .timeout_ms
             .and_then(|v| count(ctx, Key::TimeoutMs, v, 1)),
+        backoff: fields.backoff.and_then(|v| backoff(ctx, v)),
         queue: match fields.queue {
             None => None,
             Some(Value::String(queue)) => Some(queue),
@@ -599,6 +605,46 @@ fn build_node(ctx: &mut Ctx<'_>, fields: Fields) -> Node {
         }),
         blocking,
     }
+}
+
+/// An rqm extension beside the seed's keys: `{"initial_ms", "factor",
+/// "max_ms"}`, each optional, defaulting to [`Backoff::default`].
+fn backoff(ctx: &mut Ctx<'_>, value: Value) -> Option<Backoff> {
+    let mut backoff = Backoff::default();
+    let Value::Object(map) = value else {
+        ctx.error(
+            Some("backoff"),
+            format!(
+                "`backoff` must be an object like {{\"initial_ms\": 100, \"factor\": 2, \"max_ms\": 60000}}, not {}",
+                describe(&value)
+            ),
+        );
+        return None;
+    };
+    let mut ok = true;
+    for (key, v) in map {
+        let n = v.as_u64();
+        match (key.as_str(), n) {
+            ("initial_ms", Some(n)) => backoff.initial_ms = n,
+            ("max_ms", Some(n)) => backoff.max_ms = n,
+            ("factor", Some(n)) if n >= 1 && n <= u64::from(u32::MAX) => backoff.factor = n as u32,
+            ("initial_ms" | "max_ms" | "factor", _) => {
+                ok = false;
+                ctx.error(
+                    Some("backoff"),
+                    format!("`backoff.{key}` must be a whole number (factor at least 1), not {v}"),
+                );
+            }
+            _ => {
+                ok = false;
+                ctx.error(
+                    Some("backoff"),
+                    format!("unknown key `{key}` in `backoff`; its keys are `initial_ms`, `factor`, `max_ms`"),
+                );
+            }
+        }
+    }
+    ok.then_some(backoff)
 }
 
 fn flag(ctx: &mut Ctx<'_>, key: Key, value: Option<Value>) -> bool {
@@ -943,6 +989,12 @@ impl Serialize for Node {
                 if let Some(timeout) = o.timeout_ms {
                     map.serialize_entry("timeout_ms", &timeout)?;
                 }
+                if let Some(b) = &o.backoff {
+                    map.serialize_entry(
+                        "backoff",
+                        &serde_json::json!({"initial_ms": b.initial_ms, "factor": b.factor, "max_ms": b.max_ms}),
+                    )?;
+                }
                 if let Some(queue) = &o.queue {
                     map.serialize_entry("queue", queue)?;
                 }
@@ -1018,7 +1070,7 @@ mod tests {
             r#"{"jobs": [
                 {"func": "simpleTask", "args": 1, "blocking": true},
                 {"func": "simpleTask", "previousJobArgs": true},
-                {"func": "simpleTask", "previous_args": true, "retries": 2, "timeout_ms": 50, "queue": "q", "allow_failure": true},
+                {"func": "simpleTask", "previous_args": true, "retries": 2, "timeout_ms": 50, "backoff": {"factor": 3}, "queue": "q", "allow_failure": true},
                 {"jobs": [{"func": "addJobs", "args": 2}], "blocking": true},
                 {"func": "expand", "kwargs": {"depth": 1, "fanout": 2}}
             ]}"#,
@@ -1034,7 +1086,11 @@ mod tests {
                 retries: Some(2),
                 timeout_ms: Some(50),
                 queue: Some("q".into()),
-                allow_failure: true
+                allow_failure: true,
+                backoff: Some(Backoff {
+                    factor: 3,
+                    ..Backoff::default()
+                }),
             }
         );
         assert!(matches!(&p.jobs[3].kind, NodeKind::Group(c) if c.len() == 1));

@@ -30,20 +30,34 @@
 mod chunked;
 mod error;
 mod graph;
+mod job;
 mod json;
 mod model;
 mod output;
+#[doc(hidden)]
+pub mod __private {
+    //! Reached by generated code only.
+    pub use crate::private::*;
+}
+mod private;
 mod registry;
+mod report;
 mod run;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod validate;
 
 pub use error::{Ignored, Rejection, ValidationError};
+pub use job::{
+    Call, Cancellation, Invocation, Job, JobContext, JobFunction, JobFuture, JobResult, Outcome,
+    Registered, Registry, RegistryError,
+};
 pub use json::{parse_output, parse_project};
 pub use model::{Input, JobOptions, JobSpec, Node, NodeKind, ParsePathError, Path, Project};
 pub use output::Output;
 pub use registry::{Backoff, Catalog, JobDefaults, bind_input};
+pub use report::{NodeReport, Report};
+pub use rqm_macros::{job, project};
 pub use run::{
     Attempt, CancelOutcome, DEFAULT_QUEUE, Event, FailedJob, Failure, NodeId, NodeState, NodeView,
     Run, RunConfig, StateCounts, Status, Time,

@@ -5,6 +5,8 @@ use std::str::FromStr;
 
 use serde_json::{Map, Value};
 
+use crate::registry::Backoff;
+
 /// A project: a tree of nodes handed to rqm to complete.
 ///
 /// Its root is a group; `jobs` is the root group's list (SPEC 1).
@@ -87,6 +89,8 @@ pub struct JobOptions {
     pub retries: Option<u32>,
     /// How long one attempt may run, in milliseconds.
     pub timeout_ms: Option<u64>,
+    /// The waits between attempts.
+    pub backoff: Option<Backoff>,
     /// The queue the job is sent to.
     pub queue: Option<String>,
     /// A job that fails for good finishes with `null` instead of failing the

@@ -17,15 +17,18 @@ pub struct Backoff {
 
 impl Default for Backoff {
     fn default() -> Self {
-        Backoff {
-            initial_ms: 100,
-            factor: 2,
-            max_ms: 60_000,
-        }
+        Backoff::DEFAULT
     }
 }
 
 impl Backoff {
+    /// 100 ms after the first failure, doubling, at most a minute.
+    pub const DEFAULT: Backoff = Backoff {
+        initial_ms: 100,
+        factor: 2,
+        max_ms: 60_000,
+    };
+
     /// A constant wait of `ms` milliseconds between attempts.
     pub fn fixed(ms: u64) -> Self {
         Backoff {
@@ -80,6 +83,21 @@ pub trait Catalog {
         args: Option<&Value>,
         kwargs: Option<&Map<String, Value>>,
     ) -> Result<(), String>;
+}
+
+impl<C: Catalog + ?Sized> Catalog for &C {
+    fn defaults(&self, func: &str) -> Option<&JobDefaults> {
+        (**self).defaults(func)
+    }
+
+    fn check_input(
+        &self,
+        func: &str,
+        args: Option<&Value>,
+        kwargs: Option<&Map<String, Value>>,
+    ) -> Result<(), String> {
+        (**self).check_input(func, args, kwargs)
+    }
 }
 
 /// Maps an input onto a function's parameters, named `params` in order

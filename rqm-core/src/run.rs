@@ -914,7 +914,7 @@ impl Run {
         let defaults = self.funcs[func as usize].1.clone().unwrap_or_default();
         let opts = Opts {
             retries: options.retries.unwrap_or(defaults.retries),
-            backoff: defaults.backoff,
+            backoff: options.backoff.unwrap_or(defaults.backoff),
             timeout_ms: options.timeout_ms.or(defaults.timeout_ms),
             queue: Arc::from(
                 options
@@ -989,7 +989,7 @@ impl Run {
 }
 
 /// How many jobs are in each state.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct StateCounts {
     /// Waiting for prerequisites.
     pub pending: usize,

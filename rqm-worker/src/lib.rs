@@ -1,3 +1,17 @@
-//! The rqm worker: tokio execution of jobs, the embedded (in-memory) engine
-//! and the command line a user's worker binary gets with one call. It drives
-//! `rqm-core`'s state machine; it arrives with the engine issues.
+//! The rqm worker: the embedded (in-memory) engine that runs projects on
+//! tokio, and the command line a user's worker binary gets with one call:
+//!
+//! ```no_run
+//! // src/main.rs of a crate whose #[job] functions should run:
+//! fn main() -> std::process::ExitCode {
+//!     rqm_worker::main()
+//! }
+//! ```
+
+mod cli;
+mod embedded;
+mod error;
+
+pub use cli::{main, main_with};
+pub use embedded::{Engine, EngineConfig, Events, ProjectEvent, ProjectHandle};
+pub use error::Error;

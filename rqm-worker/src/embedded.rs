@@ -1,0 +1,534 @@
+//! The embedded engine: projects run in this process on tokio, with the
+//! `#[job]` functions linked into it. It is the default when no Redis is
+//! named, and offers the client API the Redis engine offers.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use rqm_core::{
+    Attempt, Call, CancelOutcome, Cancellation, Event, Failure, Invocation, JobContext, JobResult,
+    Limits, NodeId, NodeState, Path, Project, Registry, Rejection, Report, Run, RunConfig, Time,
+    parse_project,
+};
+use serde::Serialize;
+use serde_json::Value;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc, watch};
+use tracing::Instrument;
+
+use crate::error::Error;
+
+/// How the embedded engine runs.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// Most job attempts running at once, over every project.
+    pub concurrency: usize,
+    /// Bounds on projects, appended nodes included.
+    pub limits: Limits,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            concurrency: 64,
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// Something that happened in a project, as [`ProjectHandle::events`] gives.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ProjectEvent {
+    /// An attempt of a job began.
+    Started {
+        /// The job's path.
+        path: Path,
+        /// Its function.
+        function: String,
+        /// The attempt's number.
+        attempt: u32,
+    },
+    /// A job finished.
+    Finished {
+        /// The job's path.
+        path: Path,
+    },
+    /// A job attempt failed.
+    Failed {
+        /// The job's path.
+        path: Path,
+        /// The error.
+        error: String,
+        /// Whether another attempt follows.
+        retrying: bool,
+    },
+    /// A running job reported progress.
+    Progress {
+        /// The job's path.
+        path: Path,
+        /// What it reported.
+        value: Value,
+    },
+    /// The project ended: `finished`, `failed` or `cancelled`.
+    Ended {
+        /// The final status.
+        status: String,
+    },
+}
+
+/// The in-process engine. Cheap to clone; clones share projects.
+#[derive(Clone, Debug)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    registry: &'static Registry,
+    config: EngineConfig,
+    permits: Arc<Semaphore>,
+    projects: Mutex<BTreeMap<u64, ProjectHandle>>,
+    next_id: AtomicU64,
+}
+
+impl Engine {
+    /// An engine running the `#[job]` functions linked into this binary.
+    pub fn new(config: EngineConfig) -> Result<Engine, Error> {
+        let registry = Registry::global()?;
+        Ok(Engine {
+            inner: Arc::new(Inner {
+                registry,
+                permits: Arc::new(Semaphore::new(config.concurrency.max(1))),
+                config,
+                projects: Mutex::new(BTreeMap::new()),
+                next_id: AtomicU64::new(1),
+            }),
+        })
+    }
+
+    /// The functions this engine runs.
+    pub fn registry(&self) -> &'static Registry {
+        self.inner.registry
+    }
+
+    /// Checks `project` against the registry and starts it. Must be called
+    /// from within a tokio runtime, which runs the project.
+    pub fn submit(&self, project: Project) -> Result<ProjectHandle, Rejection> {
+        let config = RunConfig {
+            limits: self.inner.config.limits.clone(),
+            catalog: Some(Arc::new(self.inner.registry)),
+        };
+        let run = Run::new(project, config, Time::ZERO)?;
+        let number = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let id: Arc<str> = Arc::from(format!("local-{number}"));
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (events, _) = broadcast::channel(1024);
+        let (done, _) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            id,
+            run: Mutex::new(run),
+            started: Instant::now(),
+            tx,
+            events,
+            done,
+        });
+        let handle = ProjectHandle {
+            shared: shared.clone(),
+        };
+        self.inner
+            .projects
+            .lock()
+            .expect("the project list is never poisoned")
+            .insert(number, handle.clone());
+        tokio::spawn(drive(shared, rx, self.inner.clone()));
+        Ok(handle)
+    }
+
+    /// Reads a project from JSON (SPEC 8), checks it and starts it.
+    pub fn submit_json(&self, json: &[u8]) -> Result<ProjectHandle, Rejection> {
+        let project = parse_project(json, &self.inner.config.limits, Some(self.inner.registry))?;
+        self.submit(project)
+    }
+
+    /// The project with this id.
+    pub fn project(&self, id: &str) -> Option<ProjectHandle> {
+        let number: u64 = id.strip_prefix("local-")?.parse().ok()?;
+        self.inner.projects.lock().ok()?.get(&number).cloned()
+    }
+
+    /// Every project submitted, oldest first.
+    pub fn list(&self) -> Vec<ProjectHandle> {
+        self.inner
+            .projects
+            .lock()
+            .map(|p| p.values().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+/// A submitted project: look at it, wait for it, cancel it.
+#[derive(Clone, Debug)]
+pub struct ProjectHandle {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    id: Arc<str>,
+    run: Mutex<Run>,
+    started: Instant,
+    tx: mpsc::UnboundedSender<Msg>,
+    events: broadcast::Sender<ProjectEvent>,
+    done: watch::Sender<bool>,
+}
+
+impl Shared {
+    fn now(&self) -> Time {
+        Time::from_micros(u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX))
+    }
+
+    fn run(&self) -> MutexGuard<'_, Run> {
+        // The run is only changed by code that does not panic while holding
+        // it; a poisoned lock still holds a consistent run.
+        self.run.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn publish(&self, event: ProjectEvent) {
+        // No subscriber is not an error.
+        let _ = self.events.send(event);
+    }
+}
+
+enum Msg {
+    Done {
+        job: NodeId,
+        attempt: u32,
+        outcome: JobResult,
+    },
+    Wake,
+}
+
+impl ProjectHandle {
+    /// The project's id.
+    pub fn id(&self) -> &str {
+        &self.shared.id
+    }
+
+    /// Where the project stands now.
+    pub async fn status(&self) -> Report {
+        Report::of(&self.shared.run())
+    }
+
+    /// Waits until the project has ended and every attempt has reported.
+    pub async fn wait(&self) -> Report {
+        let mut done = self.shared.done.subscribe();
+        // The sender lives in `shared`, which `self` holds, so it never closes.
+        let _ = done.wait_for(|d| *d).await;
+        self.status().await
+    }
+
+    /// Waits as [`wait`](Self::wait) does, for at most `limit`.
+    pub async fn wait_for(&self, limit: Duration) -> Result<Report, Error> {
+        tokio::time::timeout(limit, self.wait())
+            .await
+            .map_err(|_| Error::Timeout {
+                id: self.id().to_owned(),
+                seconds: limit.as_secs_f64(),
+            })
+    }
+
+    /// Cancels the project (SPEC 6.4); cancelling an ended one does nothing
+    /// and says so.
+    pub async fn cancel(&self) -> CancelOutcome {
+        let outcome = self.shared.run().cancel();
+        let _ = self.shared.tx.send(Msg::Wake);
+        outcome
+    }
+
+    /// The project's events from now on, ending with [`ProjectEvent::Ended`].
+    pub fn events(&self) -> Events {
+        Events {
+            rx: self.shared.events.subscribe(),
+            done: self.shared.done.subscribe(),
+            ended: false,
+        }
+    }
+}
+
+/// A stream of a project's events.
+#[derive(Debug)]
+pub struct Events {
+    rx: broadcast::Receiver<ProjectEvent>,
+    done: watch::Receiver<bool>,
+    ended: bool,
+}
+
+impl Events {
+    /// The next event, or `None` after the project's end.
+    pub async fn next(&mut self) -> Option<ProjectEvent> {
+        if self.ended {
+            return None;
+        }
+        loop {
+            let already_done = *self.done.borrow();
+            let received = if already_done {
+                self.rx.try_recv().map_err(|e| match e {
+                    broadcast::error::TryRecvError::Lagged(n) => {
+                        broadcast::error::RecvError::Lagged(n)
+                    }
+                    _ => broadcast::error::RecvError::Closed,
+                })
+            } else {
+                self.rx.recv().await
+            };
+            match received {
+                Ok(event) => {
+                    self.ended = matches!(event, ProjectEvent::Ended { .. });
+                    return Some(event);
+                }
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    tracing::warn!(missed, "an event subscriber fell behind and missed events");
+                }
+                Err(broadcast::error::RecvError::Closed) => {
+                    self.ended = true;
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+/// Runs one project: hands ready jobs to tasks as permits allow, applies
+/// their reports, fires retries, until the project has settled.
+async fn drive(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Msg>, engine: Arc<Inner>) {
+    let mut ready: VecDeque<NodeId> = VecDeque::new();
+    let mut running: HashMap<NodeId, Cancellation> = HashMap::new();
+    loop {
+        let (settled, timeout) = {
+            let mut run = shared.run();
+            ready.extend(std::iter::from_fn(|| run.poll_ready()));
+            while let Some(event) = run.poll_event() {
+                match event {
+                    Event::Stop { job, .. } => {
+                        if let Some(cancel) = running.get(&job) {
+                            cancel.cancel();
+                        }
+                    }
+                    Event::Ended(status) => shared.publish(ProjectEvent::Ended {
+                        status: status.as_str().to_owned(),
+                    }),
+                    _ => {}
+                }
+            }
+            if run.status().is_ended() {
+                ready.clear();
+            }
+            (run.is_settled(), run.poll_timeout())
+        };
+        if settled {
+            shared.done.send_replace(true);
+            return;
+        }
+        let wake_at = timeout.map(|t| {
+            tokio::time::Instant::from_std(shared.started + Duration::from_micros(t.as_micros()))
+        });
+        tokio::select! {
+            biased;
+            msg = rx.recv() => match msg {
+                Some(Msg::Done { job, attempt, outcome }) => {
+                    running.remove(&job);
+                    report(&shared, job, attempt, outcome);
+                }
+                Some(Msg::Wake) | None => {}
+            },
+            permit = engine.permits.clone().acquire_owned(), if !ready.is_empty() => {
+                let permit = permit.expect("the engine's semaphore is never closed");
+                let job = ready.pop_front().expect("a ready job is queued");
+                let begun = {
+                    let mut run = shared.run();
+                    let now = shared.now();
+                    run.begin(job, now).map(|attempt| (attempt, run.path(job)))
+                };
+                if let Ok((attempt, path)) = begun {
+                    let cancel = Cancellation::new();
+                    running.insert(job, cancel.clone());
+                    shared.publish(ProjectEvent::Started {
+                        path: path.clone(),
+                        function: attempt.func.to_string(),
+                        attempt: attempt.number,
+                    });
+                    tokio::spawn(execute(shared.clone(), engine.registry, attempt, path, cancel, permit));
+                }
+            }
+            () = sleep_until(wake_at), if wake_at.is_some() => {
+                let now = shared.now();
+                shared.run().handle_timeout(now);
+            }
+        }
+    }
+}
+
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Applies one attempt's outcome and publishes what it did.
+fn report(shared: &Shared, job: NodeId, attempt: u32, outcome: JobResult) {
+    let now = shared.now();
+    let mut run = shared.run();
+    let path = run.path(job);
+    let failed = outcome.as_ref().err().map(|f| f.message.clone());
+    let applied = match outcome {
+        Ok(output) => run.handle_success(job, attempt, output, now),
+        Err(failure) => run.handle_failure(job, attempt, failure, now),
+    };
+    if let Err(ignored) = applied {
+        tracing::info!(project = %shared.id, %path, %ignored, "report ignored");
+        return;
+    }
+    let (state, error) = run
+        .node(job)
+        .map(|n| (n.state(), n.error().unwrap_or_default().to_owned()))
+        .expect("the job exists");
+    drop(run);
+    match state {
+        NodeState::Finished => {
+            if failed.is_some() {
+                // An allowed failure: the job failed, and finished with null.
+                shared.publish(ProjectEvent::Failed {
+                    path: path.clone(),
+                    error,
+                    retrying: false,
+                });
+            }
+            shared.publish(ProjectEvent::Finished { path });
+        }
+        state => shared.publish(ProjectEvent::Failed {
+            path,
+            error,
+            retrying: state == NodeState::Retrying,
+        }),
+    }
+}
+
+/// Runs one attempt in its own task and reports its outcome to the driver.
+async fn execute(
+    shared: Arc<Shared>,
+    registry: &'static Registry,
+    attempt: Attempt,
+    path: Path,
+    cancel: Cancellation,
+    permit: OwnedSemaphorePermit,
+) {
+    let span = tracing::info_span!(
+        "job",
+        project = %shared.id,
+        path = %path,
+        function = %attempt.func,
+        attempt = attempt.number
+    );
+    let job = attempt.job;
+    let number = attempt.number;
+    let outcome = call(&shared, registry, attempt, path, cancel)
+        .instrument(span)
+        .await;
+    drop(permit);
+    let _ = shared.tx.send(Msg::Done {
+        job,
+        attempt: number,
+        outcome,
+    });
+}
+
+async fn call(
+    shared: &Arc<Shared>,
+    registry: &'static Registry,
+    attempt: Attempt,
+    path: Path,
+    cancel: Cancellation,
+) -> JobResult {
+    let Some(registered) = registry.get(&attempt.func) else {
+        return Err(Failure::permanent(format!(
+            "no function named `{}` is registered in this worker",
+            attempt.func
+        )));
+    };
+    let progress_target = shared.clone();
+    let progress_path = path.clone();
+    let context = JobContext::new(
+        attempt.number,
+        shared.id.clone(),
+        path,
+        registered.function.name,
+        cancel.clone(),
+    )
+    .with_progress(Arc::new(move |value| {
+        progress_target.publish(ProjectEvent::Progress {
+            path: progress_path.clone(),
+            value,
+        });
+    }));
+    let invocation = Invocation {
+        input: attempt.input,
+        kwargs: attempt.kwargs,
+        context,
+    };
+    let timed_out = |limit: Duration| {
+        cancel.cancel();
+        Err(Failure::retryable(format!(
+            "timed out after {} ms",
+            limit.as_millis()
+        )))
+    };
+    tracing::debug!("attempt begins");
+    match registered.function.call {
+        Call::Blocking(f) => {
+            let task = tokio::task::spawn_blocking(move || {
+                std::panic::catch_unwind(AssertUnwindSafe(|| f(invocation)))
+            });
+            match within(attempt.timeout, task).await {
+                Some(Ok(Ok(outcome))) => outcome,
+                Some(Ok(Err(panic))) => Err(panicked(&*panic)),
+                Some(Err(e)) => Err(Failure::retryable(format!("the job's thread failed: {e}"))),
+                None => timed_out(attempt.timeout.unwrap_or_default()),
+            }
+        }
+        Call::Async(f) => {
+            let task = tokio::spawn(f(invocation));
+            let abort = task.abort_handle();
+            match within(attempt.timeout, task).await {
+                Some(Ok(outcome)) => outcome,
+                Some(Err(e)) if e.is_panic() => Err(panicked(&*e.into_panic())),
+                Some(Err(e)) => Err(Failure::retryable(format!("the job's task failed: {e}"))),
+                None => {
+                    abort.abort();
+                    timed_out(attempt.timeout.unwrap_or_default())
+                }
+            }
+        }
+    }
+}
+
+/// `future`'s output, or `None` when `limit` passes first.
+async fn within<F: std::future::Future>(limit: Option<Duration>, future: F) -> Option<F::Output> {
+    match limit {
+        Some(limit) => tokio::time::timeout(limit, future).await.ok(),
+        None => Some(future.await),
+    }
+}
+
+fn panicked(payload: &(dyn std::any::Any + Send)) -> Failure {
+    let message = payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned());
+    Failure::retryable(format!("panicked: {message}"))
+}
