@@ -1,7 +1,7 @@
 //! A project's status as data: what every engine's `status` and `wait`
 //! return, and what the command line prints as JSON.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::Rejection;
@@ -9,7 +9,7 @@ use crate::model::Path;
 use crate::run::{Run, StateCounts, Status};
 
 /// Where a project stands, with every node.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Report {
     /// `running`, `finished`, `failed`, `cancelled` or `rejected`.
     pub status: String,
@@ -26,7 +26,7 @@ pub struct Report {
 }
 
 /// One node's status.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct NodeReport {
     /// Its path.
     pub path: Path,

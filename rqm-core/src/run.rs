@@ -989,7 +989,7 @@ impl Run {
 }
 
 /// How many jobs are in each state.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StateCounts {
     /// Waiting for prerequisites.
     pub pending: usize,

@@ -645,3 +645,175 @@ pub mod strategies {
         }
     }
 }
+
+/// The shared conformance cases (SPEC 10), and the checks every engine's
+/// suite applies to its report of each.
+pub mod conformance {
+    use std::collections::BTreeMap;
+    use std::path::{Path as FsPath, PathBuf};
+
+    use serde::Deserialize;
+    use serde_json::Value;
+
+    use crate::report::Report;
+
+    /// One case file.
+    #[derive(Clone, Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Case {
+        /// What it shows.
+        pub about: String,
+        /// The project, in the JSON form.
+        pub project: Value,
+        /// `finished`, `failed`, `cancelled` or `rejected`.
+        pub status: String,
+        /// The result, when finished.
+        #[serde(default)]
+        pub result: Option<Value>,
+        /// For each listed node, the nodes whose finishing it needs.
+        #[serde(default)]
+        pub waits_for: BTreeMap<String, Vec<String>>,
+        /// Nodes that must never start.
+        #[serde(default)]
+        pub never_started: Vec<String>,
+        /// The failure's path, when failed.
+        #[serde(default)]
+        pub failed_path: Option<String>,
+        /// Text the error must contain: one string or several.
+        #[serde(default)]
+        pub error: Option<Value>,
+    }
+
+    impl Case {
+        /// The texts the error must contain.
+        pub fn error_needles(&self) -> Vec<String> {
+            match &self.error {
+                None | Some(Value::Null) => Vec::new(),
+                Some(Value::String(s)) => vec![s.clone()],
+                Some(Value::Array(items)) => items
+                    .iter()
+                    .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
+                    .collect(),
+                Some(other) => vec![other.to_string()],
+            }
+        }
+
+        /// The project as JSON text.
+        pub fn project_json(&self) -> Vec<u8> {
+            serde_json::to_vec(&self.project).expect("a value serializes")
+        }
+    }
+
+    /// The folder of case files: `$RQM_CONFORMANCE_DIR`, or `shared/conformance`
+    /// beside the repository holding `manifest_dir`.
+    pub fn dir(manifest_dir: &str) -> PathBuf {
+        match std::env::var_os("RQM_CONFORMANCE_DIR") {
+            Some(dir) => PathBuf::from(dir),
+            None => FsPath::new(manifest_dir).join("../../shared/conformance"),
+        }
+    }
+
+    /// Every case in `dir`, by file stem, sorted; panics, failing the suite,
+    /// when the folder is missing, empty or holds a file that does not read.
+    pub fn load(dir: &FsPath) -> Vec<(String, Case)> {
+        let entries = std::fs::read_dir(dir).unwrap_or_else(|e| {
+            panic!(
+                "the conformance folder {} cannot be read ({e}); the shared folder must sit beside the repository",
+                dir.display()
+            )
+        });
+        let mut files: Vec<PathBuf> = entries
+            .map(|e| e.expect("a readable folder entry").path())
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .collect();
+        files.sort();
+        assert!(!files.is_empty(), "no conformance cases in {}", dir.display());
+        files
+            .into_iter()
+            .map(|file| {
+                let text = std::fs::read_to_string(&file)
+                    .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+                let case: Case = serde_json::from_str(&text)
+                    .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+                let name = file.file_stem().expect("a file name").to_string_lossy().into_owned();
+                (name, case)
+            })
+            .collect()
+    }
+
+    /// Checks that a rejection's text names every offending key or rule.
+    pub fn check_rejection(case: &Case, text: &str) -> Result<(), String> {
+        for needle in case.error_needles() {
+            if !text.contains(&needle) {
+                return Err(format!("the rejection does not mention {needle:?}: {text}"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks an engine's report of a case that was not rejected. Each node
+    /// of `waits_for` must start no earlier than the last of its set finished
+    /// and at most `slack_us` later (0 for a virtual clock).
+    pub fn check_report(case: &Case, report: &Report, slack_us: u64) -> Result<(), String> {
+        if report.status != case.status {
+            return Err(format!(
+                "status {}, expected {} (error: {:?})",
+                report.status, case.status, report.error
+            ));
+        }
+        if case.status == "finished" {
+            if let Some(expected) = &case.result {
+                if report.result.as_ref() != Some(expected) {
+                    return Err(format!("result {:?}, expected {expected}", report.result));
+                }
+            }
+        }
+        for (node, needs) in &case.waits_for {
+            let started = report
+                .node(node)
+                .ok_or_else(|| format!("node {node} of waits_for does not exist"))?
+                .started_us
+                .ok_or_else(|| format!("node {node} never started"))?;
+            let mut last = 0;
+            for need in needs {
+                let finished = report
+                    .node(need)
+                    .ok_or_else(|| format!("node {need}, which {node} waits for, does not exist"))?
+                    .finished_us
+                    .ok_or_else(|| format!("node {need}, which {node} waits for, never finished"))?;
+                last = last.max(finished);
+            }
+            if started < last {
+                return Err(format!(
+                    "node {node} started at {started} us, before {needs:?} had all finished ({last} us)"
+                ));
+            }
+            if started > last + slack_us {
+                return Err(format!(
+                    "node {node} started at {started} us, {} us after {needs:?} had all finished ({last} us); allowed {slack_us} us",
+                    started - last
+                ));
+            }
+        }
+        for node in &case.never_started {
+            if let Some(started) = report.node(node).and_then(|n| n.started_us) {
+                return Err(format!("node {node} started at {started} us, and must never have"));
+            }
+        }
+        if let Some(failed) = &case.failed_path {
+            if report.failed_path.as_deref() != Some(failed.as_str()) {
+                return Err(format!(
+                    "the failure is at {:?}, expected {failed}",
+                    report.failed_path
+                ));
+            }
+            let error = report.error.as_deref().unwrap_or_default();
+            for needle in case.error_needles() {
+                if !error.contains(&needle) {
+                    return Err(format!("the failure does not mention {needle:?}: {error}"));
+                }
+            }
+        }
+        Ok(())
+    }
+}
