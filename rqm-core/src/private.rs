@@ -141,7 +141,7 @@ pub struct Unknown;
 #[diagnostic::on_unimplemented(
     message = "this job cannot take the previous node's result",
     label = "`previous_args` passes the previous node's result `{O}` to a job whose input is `{Self}`",
-    note = "a job's input must be the previous result's type, an integer or float type for a number, `Option` of it, or `serde_json::Value`; a group's result is a tuple or `Vec` of its list's results"
+    note = "a job taking the previous result must take its type or `Option` of it, another number type for a number (a float for an integer, not the reverse), or `serde_json::Value`; a group's result is a tuple or `Vec` of its list's results"
 )]
 pub trait Accepts<O> {}
 
@@ -150,8 +150,10 @@ impl<T> Accepts<Out<T>> for Exact<Option<T>> {}
 impl<O> Accepts<O> for AnyJson {}
 impl<I> Accepts<Unknown> for Exact<I> {}
 
-/// A number result fits any number parameter; distinct pairs only, as the
-/// same type is covered above.
+/// An integer result fits any integer parameter (distinct pairs only; the
+/// same type is covered above), and any float parameter; a float fits the
+/// other float type. A float never fits an integer: JSON `2.0` does not
+/// decode as one.
 macro_rules! pairs {
     ($a:ty; $($b:ty),*) => {
         $(
@@ -160,19 +162,27 @@ macro_rules! pairs {
         )*
     };
 }
-pairs!(i8; i16, i32, i64, i128, isize, u8, u16, u32, u64, u128, usize, f32, f64);
-pairs!(i16; i32, i64, i128, isize, u8, u16, u32, u64, u128, usize, f32, f64);
-pairs!(i32; i64, i128, isize, u8, u16, u32, u64, u128, usize, f32, f64);
-pairs!(i64; i128, isize, u8, u16, u32, u64, u128, usize, f32, f64);
-pairs!(i128; isize, u8, u16, u32, u64, u128, usize, f32, f64);
-pairs!(isize; u8, u16, u32, u64, u128, usize, f32, f64);
-pairs!(u8; u16, u32, u64, u128, usize, f32, f64);
-pairs!(u16; u32, u64, u128, usize, f32, f64);
-pairs!(u32; u64, u128, usize, f32, f64);
-pairs!(u64; u128, usize, f32, f64);
-pairs!(u128; usize, f32, f64);
-pairs!(usize; f32, f64);
+macro_rules! to_float {
+    ($($a:ty),*) => {
+        $(
+            impl Accepts<Out<$a>> for Exact<f32> {}
+            impl Accepts<Out<$a>> for Exact<f64> {}
+        )*
+    };
+}
+pairs!(i8; i16, i32, i64, i128, isize, u8, u16, u32, u64, u128, usize);
+pairs!(i16; i32, i64, i128, isize, u8, u16, u32, u64, u128, usize);
+pairs!(i32; i64, i128, isize, u8, u16, u32, u64, u128, usize);
+pairs!(i64; i128, isize, u8, u16, u32, u64, u128, usize);
+pairs!(i128; isize, u8, u16, u32, u64, u128, usize);
+pairs!(isize; u8, u16, u32, u64, u128, usize);
+pairs!(u8; u16, u32, u64, u128, usize);
+pairs!(u16; u32, u64, u128, usize);
+pairs!(u32; u64, u128, usize);
+pairs!(u64; u128, usize);
+pairs!(u128; usize);
 pairs!(f32; f64);
+to_float!(i8, i16, i32, i64, i128, isize, u8, u16, u32, u64, u128, usize);
 
 macro_rules! groups {
     ($($n:ident),*) => {

@@ -1,0 +1,13 @@
+use rqm_core::{job, project};
+
+#[job]
+fn num(x: i64) -> i64 {
+    x
+}
+
+#[job]
+fn nothing() {}
+
+fn main() {
+    let _ = project![num(1), previous_args nothing()];
+}

@@ -1,0 +1,15 @@
+use rqm_core::{job, project};
+
+#[job]
+fn num(x: i64) -> i64 {
+    x
+}
+
+#[job]
+fn text(s: String) -> String {
+    s
+}
+
+fn main() {
+    let _ = project![num(1), previous_args text()];
+}
