@@ -38,8 +38,9 @@ fn run_case(case: &Case) -> Result<(), String> {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     let last = stdout.lines().last().unwrap_or_default();
-    let report: Report = serde_json::from_str(last)
-        .map_err(|e| format!("the last line of stdout is not a report ({e}): {stdout}\nstderr: {stderr}"))?;
+    let report: Report = serde_json::from_str(last).map_err(|e| {
+        format!("the last line of stdout is not a report ({e}): {stdout}\nstderr: {stderr}")
+    })?;
     let code = out.status.code();
     let expected_code = match case.status.as_str() {
         "finished" => 0,
@@ -47,7 +48,9 @@ fn run_case(case: &Case) -> Result<(), String> {
         _ => 1,
     };
     if code != Some(expected_code) {
-        return Err(format!("exit status {code:?}, expected {expected_code}; stderr: {stderr}"));
+        return Err(format!(
+            "exit status {code:?}, expected {expected_code}; stderr: {stderr}"
+        ));
     }
     if case.status == "rejected" {
         if report.status != "rejected" {

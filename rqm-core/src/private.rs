@@ -182,7 +182,9 @@ pairs!(u32; u64, u128, usize);
 pairs!(u64; u128, usize);
 pairs!(u128; usize);
 pairs!(f32; f64);
-to_float!(i8, i16, i32, i64, i128, isize, u8, u16, u32, u64, u128, usize);
+to_float!(
+    i8, i16, i32, i64, i128, isize, u8, u16, u32, u64, u128, usize
+);
 
 macro_rules! groups {
     ($($n:ident),*) => {

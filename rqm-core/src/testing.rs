@@ -727,7 +727,11 @@ pub mod conformance {
             .filter(|p| p.extension().is_some_and(|x| x == "json"))
             .collect();
         files.sort();
-        assert!(!files.is_empty(), "no conformance cases in {}", dir.display());
+        assert!(
+            !files.is_empty(),
+            "no conformance cases in {}",
+            dir.display()
+        );
         files
             .into_iter()
             .map(|file| {
@@ -735,7 +739,11 @@ pub mod conformance {
                     .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
                 let case: Case = serde_json::from_str(&text)
                     .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
-                let name = file.file_stem().expect("a file name").to_string_lossy().into_owned();
+                let name = file
+                    .file_stem()
+                    .expect("a file name")
+                    .to_string_lossy()
+                    .into_owned();
                 (name, case)
             })
             .collect()
@@ -780,7 +788,9 @@ pub mod conformance {
                     .node(need)
                     .ok_or_else(|| format!("node {need}, which {node} waits for, does not exist"))?
                     .finished_us
-                    .ok_or_else(|| format!("node {need}, which {node} waits for, never finished"))?;
+                    .ok_or_else(|| {
+                        format!("node {need}, which {node} waits for, never finished")
+                    })?;
                 last = last.max(finished);
             }
             if started < last {
@@ -797,7 +807,9 @@ pub mod conformance {
         }
         for node in &case.never_started {
             if let Some(started) = report.node(node).and_then(|n| n.started_us) {
-                return Err(format!("node {node} started at {started} us, and must never have"));
+                return Err(format!(
+                    "node {node} started at {started} us, and must never have"
+                ));
             }
         }
         if let Some(failed) = &case.failed_path {

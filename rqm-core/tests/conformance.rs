@@ -26,7 +26,9 @@ fn run_case(case: &Case) -> Result<(), String> {
         };
     }
     let project = parsed.map_err(|r| format!("rejected: {r}"))?;
-    let orders = [Order::Fifo, Order::Lifo].into_iter().chain((1..=8).map(Order::Random));
+    let orders = [Order::Fifo, Order::Lifo]
+        .into_iter()
+        .chain((1..=8).map(Order::Random));
     for order in orders {
         let mut sim = Sim::new(project.clone(), order).map_err(|r| r.to_string())?;
         sim.run_until_idle();
