@@ -15,13 +15,13 @@ pub fn simple_task(x: i64) -> i64 {
 /// `2x`, and appends `x` jobs `simpleTask(2x + i)`.
 #[job(name = "addJobs")]
 pub fn add_jobs(x: i64) -> Outcome<i64> {
-    Outcome::new(2 * x).add_all((0..x).map(|i| simple_task::job(2 * x + i)))
+    Outcome::new(2 * x).append_all((0..x).map(|i| simple_task::job(2 * x + i)))
 }
 
 /// `2x`, and appends one group of `simpleTask(2x + i)`, i = 0..x.
 #[job(name = "addSubJob")]
 pub fn add_sub_job(x: i64) -> Outcome<i64> {
-    Outcome::new(2 * x).add_group((0..x).map(|i| simple_task::job(2 * x + i)))
+    Outcome::new(2 * x).append_group((0..x).map(|i| simple_task::job(2 * x + i)))
 }
 
 /// A count of at least one.
@@ -51,15 +51,15 @@ impl From<AtLeastOne> for u32 {
 #[job(name = "addChain")]
 pub fn add_chain(n: AtLeastOne) -> Outcome<u32> {
     Outcome::new(n.0)
-        .add(simple_task::job(1))
-        .add_all((1..n.0).map(|_| simple_task::after()))
+        .append(simple_task::job(1))
+        .append_all((1..n.0).map(|_| simple_task::after()))
 }
 
 /// `1`, and if `depth > 0` appends `fanout` × `expand([depth - 1, fanout])`.
 #[job]
 pub fn expand(depth: u32, fanout: u32) -> Outcome<i64> {
     let children = if depth > 0 { fanout } else { 0 };
-    Outcome::new(1).add_all((0..children).map(|_| expand::job(depth - 1, fanout)))
+    Outcome::new(1).append_all((0..children).map(|_| expand::job(depth - 1, fanout)))
 }
 
 /// The sum of every number in `value`; integers stay integers.

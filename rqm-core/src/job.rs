@@ -122,19 +122,19 @@ impl<T> Outcome<T> {
     }
 
     /// Appends one node (a job handle or a [`Node`]).
-    pub fn add(mut self, node: impl Into<Node>) -> Self {
+    pub fn append(mut self, node: impl Into<Node>) -> Self {
         self.nodes.push(node.into());
         self
     }
 
     /// Appends every node of `nodes`.
-    pub fn add_all<N: Into<Node>>(mut self, nodes: impl IntoIterator<Item = N>) -> Self {
+    pub fn append_all<N: Into<Node>>(mut self, nodes: impl IntoIterator<Item = N>) -> Self {
         self.nodes.extend(nodes.into_iter().map(Into::into));
         self
     }
 
     /// Appends one group of `children`, as a single node.
-    pub fn add_group<N: Into<Node>>(mut self, children: impl IntoIterator<Item = N>) -> Self {
+    pub fn append_group<N: Into<Node>>(mut self, children: impl IntoIterator<Item = N>) -> Self {
         self.nodes
             .push(Node::group(children.into_iter().map(Into::into).collect()));
         self
@@ -316,6 +316,9 @@ impl fmt::Debug for Call {
     }
 }
 
+/// Checks that `args` and `kwargs` decode into a function's parameters.
+pub type InputCheck = fn(Option<&Value>, Option<&Map<String, Value>>) -> Result<(), String>;
+
 /// A function registered with `#[job]`, gathered through `inventory`.
 #[derive(Debug)]
 pub struct JobFunction {
@@ -334,7 +337,7 @@ pub struct JobFunction {
     /// Default queue.
     pub queue: Option<&'static str>,
     /// Checks that an input decodes into the parameters' types.
-    pub check: fn(Option<&Value>, Option<&Map<String, Value>>) -> Result<(), String>,
+    pub check: InputCheck,
     /// Calls it.
     pub call: Call,
 }

@@ -49,8 +49,8 @@ mod validate;
 
 pub use error::{Ignored, Rejection, ValidationError};
 pub use job::{
-    Call, Cancellation, Invocation, Job, JobContext, JobFunction, JobFuture, JobResult, Outcome,
-    Registered, Registry, RegistryError,
+    Call, Cancellation, InputCheck, Invocation, Job, JobContext, JobFunction, JobFuture, JobResult,
+    Outcome, Registered, Registry, RegistryError,
 };
 pub use json::{parse_output, parse_project};
 pub use model::{Input, JobOptions, JobSpec, Node, NodeKind, ParsePathError, Path, Project};

@@ -20,6 +20,9 @@ use tracing::Instrument;
 
 use crate::error::Error;
 
+/// Events a subscriber may fall behind by before it skips some.
+const EVENT_BUFFER: usize = 1024;
+
 /// How the embedded engine runs.
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
@@ -126,7 +129,7 @@ impl Engine {
         let number = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let id: Arc<str> = Arc::from(format!("local-{number}"));
         let (tx, rx) = mpsc::unbounded_channel();
-        let (events, _) = broadcast::channel(1024);
+        let (events, first_events) = broadcast::channel(EVENT_BUFFER);
         let (done, _) = watch::channel(false);
         let shared = Arc::new(Shared {
             id,
@@ -134,6 +137,7 @@ impl Engine {
             started: Instant::now(),
             tx,
             events,
+            first_events: Mutex::new(Some(first_events)),
             done,
         });
         let handle = ProjectHandle {
@@ -183,6 +187,9 @@ struct Shared {
     started: Instant,
     tx: mpsc::UnboundedSender<Msg>,
     events: broadcast::Sender<ProjectEvent>,
+    /// Subscribed at submit, so that the first [`ProjectHandle::events`]
+    /// misses nothing.
+    first_events: Mutex<Option<broadcast::Receiver<ProjectEvent>>>,
     done: watch::Sender<bool>,
 }
 
@@ -249,10 +256,19 @@ impl ProjectHandle {
         outcome
     }
 
-    /// The project's events from now on, ending with [`ProjectEvent::Ended`].
+    /// The project's events, ending with [`ProjectEvent::Ended`]. The first
+    /// call, through any handle of the project, sees every event since the
+    /// submit; later calls see events from the call on. A subscriber that
+    /// falls more than 1,024 events behind skips what it missed.
     pub fn events(&self) -> Events {
+        let first = self
+            .shared
+            .first_events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
         Events {
-            rx: self.shared.events.subscribe(),
+            rx: first.unwrap_or_else(|| self.shared.events.subscribe()),
             done: self.shared.done.subscribe(),
             ended: false,
         }

@@ -42,12 +42,12 @@ fn any(value: Value) -> Value {
 
 #[job]
 fn adds(n: u32) -> Outcome<u32> {
-    Outcome::new(n).add_all((0..n).map(|i| plain::job(i64::from(i))))
+    Outcome::new(n).append_all((0..n).map(|i| plain::job(i64::from(i))))
 }
 
 #[job]
 pub async fn maybe_adds(n: u32) -> anyhow_like::Result<Outcome<u32>> {
-    Ok(Outcome::new(n).add_group([plain::job(1), plain::job(2).blocking()]))
+    Ok(Outcome::new(n).append_group([plain::job(1), plain::job(2).blocking()]))
 }
 
 mod anyhow_like {

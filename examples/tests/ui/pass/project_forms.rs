@@ -38,7 +38,7 @@ fn text(s: String) -> String {
 
 #[job]
 fn grow(n: u32) -> Outcome<u32> {
-    Outcome::new(n).add(num::job(1))
+    Outcome::new(n).append(num::job(1))
 }
 
 fn main() {
