@@ -1,3 +1,16 @@
-//! The Redis engine of rqm: the key layout, the Lua scripts for the counter
-//! graph's transitions, submit, fetch with leases, results and events. It
-//! runs the graph that `rqm-core` compiles; it arrives with the Redis issue.
+//! The Redis engine of rqm. This crate holds, so far, what every part of it
+//! stands on: the connection settings and the server check, the key layout,
+//! and a private `redis-server` for tests (feature `testing`). The Lua
+//! transitions of the counter graph that `rqm-core` compiles, submit, fetch
+//! with leases, results and events build on these.
+
+mod config;
+mod error;
+mod keys;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use config::{Config, check_server};
+pub use error::Error;
+pub use keys::{Keys, ProjectKeys};
+pub use redis;

@@ -1,0 +1,106 @@
+//! Where Redis is and how rqm uses it.
+
+use std::time::Duration;
+
+use redis::aio::ConnectionLike;
+
+use crate::error::Error;
+
+/// How to reach Redis and lay out rqm's keys.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// `redis://[user:password@]host:port[/db]`; `rediss://` for TLS.
+    pub url: String,
+    /// Every key starts with this (default `rqm:`), so ACLs can fence rqm.
+    pub prefix: String,
+    /// How long a finished project's keys live (default 7 days).
+    pub retention: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            url: "redis://127.0.0.1:6379".to_owned(),
+            prefix: "rqm:".to_owned(),
+            retention: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+}
+
+impl Config {
+    /// A client for this configuration; connects lazily.
+    pub fn client(&self) -> Result<redis::Client, Error> {
+        if self.prefix.contains(['{', '}']) {
+            return Err(Error::Config {
+                name: "prefix",
+                reason: format!(
+                    "{:?} has a brace, which would break the hash tags",
+                    self.prefix
+                ),
+            });
+        }
+        Ok(redis::Client::open(self.url.as_str())?)
+    }
+
+    /// The URL with any password hidden, for messages and logs.
+    pub fn redacted_url(&self) -> String {
+        match (self.url.find("://"), self.url.rfind('@')) {
+            (Some(scheme), Some(at)) if at > scheme => {
+                let creds = &self.url[scheme + 3..at];
+                let user = creds.split(':').next().unwrap_or_default();
+                format!("{}{user}:***{}", &self.url[..scheme + 3], &self.url[at..])
+            }
+            _ => self.url.clone(),
+        }
+    }
+}
+
+/// Checks that the server keeps every key: `maxmemory-policy` must be
+/// `noeviction` (DESIGN 3). Read from `INFO memory`, which needs no CONFIG
+/// permission.
+pub async fn check_server<C: ConnectionLike>(conn: &mut C, config: &Config) -> Result<(), Error> {
+    let info: String = redis::cmd("INFO").arg("memory").query_async(conn).await?;
+    let policy = info
+        .lines()
+        .find_map(|line| line.strip_prefix("maxmemory_policy:"))
+        .map(str::trim)
+        .unwrap_or("unknown");
+    if policy == "noeviction" {
+        Ok(())
+    } else {
+        Err(Error::Eviction {
+            server: config.redacted_url(),
+            policy: policy.to_owned(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_show() {
+        let c = Config {
+            url: "rediss://worker:s3cret@redis.internal:6380/2".into(),
+            ..Config::default()
+        };
+        assert_eq!(
+            c.redacted_url(),
+            "rediss://worker:***@redis.internal:6380/2"
+        );
+        assert_eq!(Config::default().redacted_url(), "redis://127.0.0.1:6379");
+    }
+
+    #[test]
+    fn a_prefix_may_not_break_hash_tags() {
+        let c = Config {
+            prefix: "rqm{x}:".into(),
+            ..Config::default()
+        };
+        assert!(matches!(
+            c.client(),
+            Err(Error::Config { name: "prefix", .. })
+        ));
+    }
+}

@@ -1,0 +1,29 @@
+//! The errors of rqm-redis.
+
+/// What can go wrong talking to Redis.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Redis answered with an error, or the connection failed.
+    #[error(transparent)]
+    Redis(#[from] redis::RedisError),
+    /// The server may evict keys, which would lose projects' state.
+    #[error(
+        "Redis at {server} runs with maxmemory-policy `{policy}`, which may evict rqm's keys and lose projects; \
+         set `maxmemory-policy noeviction` (redis.conf, or CONFIG SET maxmemory-policy noeviction) and start again"
+    )]
+    Eviction {
+        /// The server, as configured.
+        server: String,
+        /// Its policy.
+        policy: String,
+    },
+    /// A setting is not valid.
+    #[error("invalid setting {name}: {reason}")]
+    Config {
+        /// The setting.
+        name: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+}
