@@ -906,10 +906,11 @@ impl Run {
     }
 
     fn intern_opts(&mut self, func: u32, options: JobOptions) -> u32 {
-        if let Some((last_func, last_options, id)) = &self.last_opts {
-            if *last_func == func && *last_options == options {
-                return *id;
-            }
+        if let Some((last_func, last_options, id)) = &self.last_opts
+            && *last_func == func
+            && *last_options == options
+        {
+            return *id;
         }
         let defaults = self.funcs[func as usize].1.clone().unwrap_or_default();
         let opts = Opts {

@@ -769,12 +769,11 @@ pub mod conformance {
                 report.status, case.status, report.error
             ));
         }
-        if case.status == "finished" {
-            if let Some(expected) = &case.result {
-                if report.result.as_ref() != Some(expected) {
-                    return Err(format!("result {:?}, expected {expected}", report.result));
-                }
-            }
+        if case.status == "finished"
+            && let Some(expected) = &case.result
+            && report.result.as_ref() != Some(expected)
+        {
+            return Err(format!("result {:?}, expected {expected}", report.result));
         }
         for (node, needs) in &case.waits_for {
             let started = report
