@@ -4,26 +4,10 @@
 
 use crate::chunked::Chunked;
 
-/// A vertex's index in its graph.
-pub(crate) type VertexId = u32;
+pub(crate) use crate::compile::{Role, VertexId};
 
 /// "No vertex" / "no edge".
-pub(crate) const NIL: u32 = u32::MAX;
-
-/// What a vertex stands for. Jobs wait to be run and completed; the other
-/// roles are virtual and fire as soon as nothing is pending.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Role {
-    /// A job node: ready at zero, fired when it finishes.
-    Job,
-    /// A group starting: its list becomes eligible.
-    GroupStart,
-    /// A group finishing: every node of its list has finished.
-    GroupEnd,
-    /// A stretch of a list up to and including a barrier (or the open tail):
-    /// fires when all of it, and everything before it, has finished.
-    Segment,
-}
+pub(crate) const NIL: u32 = crate::compile::NO_VERTEX;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Phase {

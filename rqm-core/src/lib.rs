@@ -28,6 +28,7 @@
 //! ```
 
 mod chunked;
+mod compile;
 mod error;
 mod graph;
 mod job;
@@ -47,6 +48,9 @@ mod run;
 pub mod testing;
 mod validate;
 
+pub use compile::{
+    GraphSink, ListTail, NO_PARENT, NO_VERTEX, Place, Role, VertexId, compile_append, compile_root,
+};
 pub use error::{Ignored, Rejection, ValidationError};
 pub use job::{
     Call, Cancellation, InputCheck, Invocation, Job, JobContext, JobFunction, JobFuture, JobResult,

@@ -24,9 +24,10 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 use crate::chunked::Chunked;
+use crate::compile::{self, GraphSink, ListTail, Place};
 use crate::error::{Ignored, Rejection};
 use crate::graph::{Change, Graph, NIL, Role, VertexId};
-use crate::model::{Input, JobOptions, JobSpec, Node, NodeKind, Path, Project};
+use crate::model::{Input, JobOptions, JobSpec, Node, Path, Project};
 use crate::output::Output;
 use crate::registry::{Backoff, Catalog, JobDefaults};
 use crate::validate::{Checker, Limits};
@@ -265,20 +266,6 @@ struct NodeRec {
     finished_at: u64,
 }
 
-/// The end of a list, where appended nodes attach (SPEC 5).
-#[derive(Clone, Copy)]
-struct ListTail {
-    /// What a node added now waits for: the group's start, or the segment
-    /// that closes at the list's last barrier.
-    gate: VertexId,
-    /// The open segment, which the nodes after the last barrier finish into.
-    segment: VertexId,
-    /// The group's end.
-    end: VertexId,
-    /// The finish vertex of the list's last node.
-    last: VertexId,
-}
-
 struct GroupRec {
     children: Vec<u32>,
     tail: ListTail,
@@ -355,8 +342,7 @@ impl Run {
             running: 0,
             transitions: 0,
         };
-        let root = run.add_group(NIL, 0, 0, project.jobs.len());
-        run.compile(root, project.jobs);
+        compile::compile_root(&mut RunSink(&mut run), project.jobs);
         run.settle(0, now);
         Ok(run)
     }
@@ -437,7 +423,9 @@ impl Run {
                 return Ok(());
             }
             let parent = self.nodes[job.0 as usize].parent;
-            self.compile(parent, output.append);
+            let tail = self.groups[self.nodes[parent as usize].info as usize].tail;
+            let next = self.nodes.len() as u32;
+            compile::compile_append(&mut RunSink(self), parent, tail, output.append, next);
         }
         self.running -= 1;
         self.nodes[job.0 as usize].data = output.result;
@@ -825,70 +813,6 @@ impl Run {
         self.events.push_back(Event::Ended(status));
     }
 
-    fn add_group(&mut self, parent: u32, index: u32, flags: u8, capacity: usize) -> u32 {
-        let id = self.nodes.len() as u32;
-        let start = self.graph.add(Role::GroupStart, id);
-        let segment = self.graph.add(Role::Segment, id);
-        let end = self.graph.add(Role::GroupEnd, id);
-        self.graph.edge(start, segment);
-        self.graph.edge(segment, end);
-        let group = self.groups.len() as u32;
-        self.groups.push(GroupRec {
-            children: Vec::with_capacity(capacity),
-            tail: ListTail {
-                gate: start,
-                segment,
-                end,
-                last: NIL,
-            },
-        });
-        self.nodes.push(NodeRec {
-            parent,
-            index,
-            vertex: start,
-            info: group,
-            opts: 0,
-            attempts: 0,
-            flags: flags | GROUP,
-            state: NodeState::Pending,
-            data: Value::Null,
-            ready_at: NEVER,
-            started_at: NEVER,
-            finished_at: NEVER,
-        });
-        id
-    }
-
-    fn add_job(&mut self, parent: u32, index: u32, flags: u8, spec: JobSpec) -> u32 {
-        let id = self.nodes.len() as u32;
-        if let Some(kwargs) = spec.kwargs {
-            self.kwargs.insert(id, kwargs);
-        }
-        let vertex = self.graph.add(Role::Job, id);
-        let func = self.intern_func(&spec.func);
-        let opts = self.intern_opts(func, spec.options);
-        let (flags, data) = match spec.input {
-            Input::Previous => (flags | PREVIOUS, Value::Null),
-            Input::Args(value) => (flags, value),
-            Input::None => (flags, Value::Null),
-        };
-        self.nodes.push(NodeRec {
-            parent,
-            index,
-            vertex,
-            info: func,
-            opts,
-            attempts: 0,
-            flags,
-            state: NodeState::Pending,
-            data,
-            ready_at: NEVER,
-            started_at: NEVER,
-            finished_at: NEVER,
-        });
-        id
-    }
-
     fn intern_func(&mut self, name: &str) -> u32 {
         if let Some(&id) = self.func_ids.get(name) {
             return id;
@@ -938,54 +862,109 @@ impl Run {
         self.last_opts = Some((func, options, id));
         id
     }
+}
 
-    /// Compiles `nodes` onto the end of `group`'s list: an incremental step
-    /// against the list's tail, without recursion.
-    fn compile(&mut self, group: u32, nodes: Vec<Node>) {
-        let mut stack: Vec<(u32, std::vec::IntoIter<Node>)> = vec![(group, nodes.into_iter())];
-        while let Some((group, iter)) = stack.last_mut() {
-            let group = *group;
-            let Some(node) = iter.next() else {
-                stack.pop();
-                continue;
-            };
-            let g = self.nodes[group as usize].info as usize;
-            let index = self.groups[g].children.len() as u32;
-            let previous = node.takes_previous();
-            let flags = if node.blocking { BLOCKING } else { 0 };
-            let (id, start, finish, children) = match node.kind {
-                NodeKind::Job(spec) => {
-                    let id = self.add_job(group, index, flags, spec);
-                    let v = self.nodes[id as usize].vertex;
-                    (id, v, v, None)
-                }
-                NodeKind::Group(children) => {
-                    let id = self.add_group(group, index, flags, children.len());
-                    let sub = &self.groups[self.nodes[id as usize].info as usize];
-                    (id, sub.tail.gate, sub.tail.end, Some(children))
-                }
-            };
-            let mut tail = self.groups[g].tail;
-            self.graph.edge(tail.gate, start);
-            if previous {
-                self.graph.edge(tail.last, start);
-            }
-            self.graph.edge(finish, tail.segment);
-            if flags & BLOCKING != 0 {
-                let next = self.graph.add(Role::Segment, group);
-                self.graph.edge(tail.segment, next);
-                self.graph.edge(next, tail.end);
-                tail.gate = tail.segment;
-                tail.segment = next;
-            }
-            tail.last = finish;
-            let rec = &mut self.groups[g];
-            rec.tail = tail;
-            rec.children.push(id);
-            if let Some(children) = children {
-                stack.push((id, children.into_iter()));
-            }
+/// Applies the compiler's steps to a run.
+struct RunSink<'r>(&'r mut Run);
+
+impl RunSink<'_> {
+    fn push(&mut self, node: u32, place: Place, rec: NodeRec) {
+        let run = &mut *self.0;
+        debug_assert_eq!(
+            node as usize,
+            run.nodes.len(),
+            "nodes are numbered in order"
+        );
+        if place.parent != compile::NO_PARENT {
+            let group = run.nodes[place.parent as usize].info as usize;
+            run.groups[group].children.push(node);
         }
+        run.nodes.push(rec);
+    }
+}
+
+fn flags(place: Place) -> u8 {
+    let mut flags = 0;
+    if place.blocking {
+        flags |= BLOCKING;
+    }
+    if place.previous {
+        flags |= PREVIOUS;
+    }
+    flags
+}
+
+impl GraphSink for RunSink<'_> {
+    fn vertex(&mut self, role: Role, owner: u32) -> VertexId {
+        self.0.graph.add(role, owner)
+    }
+
+    fn edge(&mut self, from: VertexId, to: VertexId) {
+        self.0.graph.edge(from, to);
+    }
+
+    fn job(&mut self, node: u32, place: Place, vertex: VertexId, spec: JobSpec) {
+        let run = &mut *self.0;
+        if let Some(kwargs) = spec.kwargs {
+            run.kwargs.insert(node, kwargs);
+        }
+        let func = run.intern_func(&spec.func);
+        let opts = run.intern_opts(func, spec.options);
+        let data = match spec.input {
+            Input::Args(value) => value,
+            Input::Previous | Input::None => Value::Null,
+        };
+        let rec = NodeRec {
+            parent: place.parent,
+            index: place.index,
+            vertex,
+            info: func,
+            opts,
+            attempts: 0,
+            flags: flags(place),
+            state: NodeState::Pending,
+            data,
+            ready_at: NEVER,
+            started_at: NEVER,
+            finished_at: NEVER,
+        };
+        self.push(node, place, rec);
+    }
+
+    fn group(&mut self, node: u32, place: Place, start: VertexId, end: VertexId, len: usize) {
+        let run = &mut *self.0;
+        let group = run.groups.len() as u32;
+        run.groups.push(GroupRec {
+            children: Vec::with_capacity(len),
+            tail: ListTail {
+                gate: start,
+                segment: NIL,
+                end,
+                last: NIL,
+                len: 0,
+            },
+        });
+        let rec = NodeRec {
+            parent: place.parent,
+            index: place.index,
+            vertex: start,
+            info: group,
+            opts: 0,
+            attempts: 0,
+            flags: flags(place) | GROUP,
+            state: NodeState::Pending,
+            data: Value::Null,
+            ready_at: NEVER,
+            started_at: NEVER,
+            finished_at: NEVER,
+        };
+        self.push(node, place, rec);
+    }
+
+    fn tail(&mut self, group: u32, tail: ListTail) {
+        let run = &mut *self.0;
+        let g = run.nodes[group as usize].info as usize;
+        run.groups[g].tail = tail;
     }
 }
 
