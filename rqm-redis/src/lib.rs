@@ -6,11 +6,16 @@
 
 mod config;
 mod error;
+mod graph;
 mod keys;
+mod scripts;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod upload;
 
 pub use config::{Config, check_server};
 pub use error::Error;
+pub use graph::{Fired, fire, upload};
 pub use keys::{Keys, ProjectKeys};
 pub use redis;
+pub use upload::{GraphUpload, VERTEX_BYTES};
