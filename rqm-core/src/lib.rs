@@ -66,4 +66,4 @@ pub use run::{
     Attempt, CancelOutcome, DEFAULT_QUEUE, Event, FailedJob, Failure, NodeId, NodeState, NodeView,
     Run, RunConfig, StateCounts, Status, Time,
 };
-pub use validate::{Limits, validate};
+pub use validate::{Limits, validate, validate_append};

@@ -677,16 +677,19 @@ impl Run {
 
     fn check_append(&self, job: NodeId, nodes: &[Node]) -> Result<(), Rejection> {
         let parent = NodeId(self.nodes[job.0 as usize].parent);
-        let group_path = self.path(parent);
-        let depth = group_path.indices().len() + 1;
         let next_index = self.groups[self.nodes[parent.0 as usize].info as usize]
             .children
             .len() as u32;
         let catalog = self.config.catalog.as_deref().map(|c| c as _);
         // The root is not a node of the tree, so it does not count.
-        let mut checker = Checker::new(&self.config.limits, catalog, self.nodes.len() - 1);
-        checker.check_list(nodes, &group_path, next_index, true, depth);
-        checker.finish()
+        crate::validate::validate_append(
+            nodes,
+            &self.path(parent),
+            next_index,
+            self.nodes.len() - 1,
+            &self.config.limits,
+            catalog,
+        )
     }
 
     fn fail_attempt(&mut self, job: NodeId, failure: Failure, now: Time) {

@@ -42,6 +42,23 @@ pub fn validate(
     checker.finish()
 }
 
+/// Checks `nodes` about to be appended to the list of the group at `group`,
+/// taking indices from `first_index` on, in a project that holds `existing`
+/// nodes: the rules of SPEC 8, the limits (appended nodes count) and the
+/// catalog. The first appended node may take the previous result.
+pub fn validate_append(
+    nodes: &[Node],
+    group: &Path,
+    first_index: u32,
+    existing: usize,
+    limits: &Limits,
+    catalog: Option<&dyn Catalog>,
+) -> Result<(), Rejection> {
+    let mut checker = Checker::new(limits, catalog, existing);
+    checker.check_list(nodes, group, first_index, true, group.indices().len() + 1);
+    checker.finish()
+}
+
 /// Walks lists of nodes, collecting errors.
 pub(crate) struct Checker<'a> {
     limits: &'a Limits,

@@ -142,3 +142,26 @@ local function finish_jobs(vs, on_job, on_group)
   bitfield(VX, marks)
   cascade(vs, on_job, on_group)
 end
+
+-- Makes `to` wait for `from`, unless `from` has fired: an edge added to a
+-- running graph (an append).
+local function add_edge(from, to)
+  local r = redis.call('BITFIELD', VX, 'GET', 'i32', bits(from, 0), 'GET', 'u32', bits(from, 2),
+    'GET', 'u32', bits(from, 3), 'GET', 'u32', bits(from, 5))
+  if r[1] == -2 then return end
+  if r[2] == 0 then
+    redis.call('BITFIELD', VX, 'SET', 'u32', bits(from, 2), to + 1)
+  elseif r[3] == 0 then
+    redis.call('BITFIELD', VX, 'SET', 'u32', bits(from, 3), to + 1)
+  else
+    local len = redis.call('APPEND', ED, struct.pack('>I4>I4>I4', 1, 0, to))
+    local block = len - 12 + 1
+    if r[4] == 0 then
+      redis.call('BITFIELD', VX, 'SET', 'u32', bits(from, 4), block, 'SET', 'u32', bits(from, 5), block)
+    else
+      redis.call('SETRANGE', ED, r[4] - 1 + 4, struct.pack('>I4', block))
+      redis.call('BITFIELD', VX, 'SET', 'u32', bits(from, 5), block)
+    end
+  end
+  redis.call('BITFIELD', VX, 'INCRBY', 'i32', bits(to, 0), 1)
+end

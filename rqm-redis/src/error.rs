@@ -18,6 +18,29 @@ pub enum Error {
         /// Its policy.
         policy: String,
     },
+    /// The project was refused before anything was stored.
+    #[error(transparent)]
+    Rejected(#[from] rqm_core::Rejection),
+    /// No project has this id (or it expired).
+    #[error("no project {0} in Redis (it may have expired after its retention)")]
+    NoProject(String),
+    /// Waiting took longer than allowed.
+    #[error("project {id} did not end within {seconds} s")]
+    Timeout {
+        /// The project.
+        id: String,
+        /// The time allowed.
+        seconds: f64,
+    },
+    /// Stored state does not read as rqm wrote it: a key was changed by
+    /// something else.
+    #[error("{what} is corrupt in Redis: {reason}")]
+    Corrupt {
+        /// What.
+        what: String,
+        /// Why.
+        reason: String,
+    },
     /// A setting is not valid.
     #[error("invalid setting {name}: {reason}")]
     Config {

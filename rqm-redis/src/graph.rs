@@ -26,9 +26,9 @@ pub struct Fired {
 pub async fn upload<C: ConnectionLike>(
     conn: &mut C,
     keys: &ProjectKeys,
-    graph: &GraphUpload,
+    graph: &GraphUpload<'_>,
 ) -> Result<(), Error> {
-    let (vx, ed) = graph.encode();
+    let (vx, ed) = graph.vertex_bytes(true, 0);
     for (key, bytes) in [(keys.key("vx"), vx), (keys.key("ed"), ed)] {
         let mut pipe = redis::pipe();
         pipe.del(&key).ignore();

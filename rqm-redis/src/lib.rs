@@ -5,6 +5,7 @@
 //! with leases, results and events build on these.
 
 mod config;
+mod engine;
 mod error;
 mod graph;
 mod keys;
@@ -14,8 +15,9 @@ pub mod testing;
 mod upload;
 
 pub use config::{Config, check_server};
+pub use engine::{Begun, Completion, JobPayload, Listed, RedisEngine};
 pub use error::Error;
 pub use graph::{Fired, fire, upload};
 pub use keys::{Keys, ProjectKeys};
 pub use redis;
-pub use upload::{GraphUpload, VERTEX_BYTES};
+pub use upload::{GraphUpload, NODE_BYTES, VERTEX_BYTES};

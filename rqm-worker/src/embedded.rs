@@ -3,13 +3,12 @@
 //! named, and offers the client API the Redis engine offers.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use rqm_core::{
-    Attempt, Call, CancelOutcome, Cancellation, Event, Failure, Invocation, JobContext, JobResult,
+    Attempt, CancelOutcome, Cancellation, Event, JobResult,
     Limits, NodeId, NodeState, Path, Project, Registry, Rejection, Report, Run, RunConfig, Time,
     parse_project,
 };
@@ -470,81 +469,22 @@ async fn call(
     path: Path,
     cancel: Cancellation,
 ) -> JobResult {
-    let Some(registered) = registry.get(&attempt.func) else {
-        return Err(Failure::permanent(format!(
-            "no function named `{}` is registered in this worker",
-            attempt.func
-        )));
-    };
     let progress_target = shared.clone();
     let progress_path = path.clone();
-    let context = JobContext::new(
-        attempt.number,
-        shared.id.clone(),
-        path,
-        registered.function.name,
-        cancel.clone(),
-    )
-    .with_progress(Arc::new(move |value| {
+    let progress: crate::exec::Progress = Arc::new(move |value| {
         progress_target.publish(ProjectEvent::Progress {
             path: progress_path.clone(),
             value,
         });
-    }));
-    let invocation = Invocation {
+    });
+    let run = crate::exec::Run {
+        func: &attempt.func,
+        attempt: attempt.number,
+        project: shared.id.clone(),
+        path,
         input: attempt.input,
         kwargs: attempt.kwargs,
-        context,
+        timeout: attempt.timeout,
     };
-    let timed_out = |limit: Duration| {
-        cancel.cancel();
-        Err(Failure::retryable(format!(
-            "timed out after {} ms",
-            limit.as_millis()
-        )))
-    };
-    tracing::debug!("attempt begins");
-    match registered.function.call {
-        Call::Blocking(f) => {
-            let task = tokio::task::spawn_blocking(move || {
-                std::panic::catch_unwind(AssertUnwindSafe(|| f(invocation)))
-            });
-            match within(attempt.timeout, task).await {
-                Some(Ok(Ok(outcome))) => outcome,
-                Some(Ok(Err(panic))) => Err(panicked(&*panic)),
-                Some(Err(e)) => Err(Failure::retryable(format!("the job's thread failed: {e}"))),
-                None => timed_out(attempt.timeout.unwrap_or_default()),
-            }
-        }
-        Call::Async(f) => {
-            let task = tokio::spawn(f(invocation));
-            let abort = task.abort_handle();
-            match within(attempt.timeout, task).await {
-                Some(Ok(outcome)) => outcome,
-                Some(Err(e)) if e.is_panic() => Err(panicked(&*e.into_panic())),
-                Some(Err(e)) => Err(Failure::retryable(format!("the job's task failed: {e}"))),
-                None => {
-                    abort.abort();
-                    timed_out(attempt.timeout.unwrap_or_default())
-                }
-            }
-        }
-    }
-}
-
-/// `future`'s output, or `None` when `limit` passes first.
-async fn within<F: std::future::Future>(limit: Option<Duration>, future: F) -> Option<F::Output> {
-    match limit {
-        Some(limit) => tokio::time::timeout(limit, future).await.ok(),
-        None => Some(future.await),
-    }
-}
-
-fn panicked(payload: &(dyn std::any::Any + Send)) -> Failure {
-    let message = payload
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a panic without a message".to_owned());
-    Failure::retryable(format!("panicked: {message}"))
+    crate::exec::call(registry, run, cancel, Some(progress)).await
 }

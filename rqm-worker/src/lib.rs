@@ -11,6 +11,7 @@
 mod cli;
 mod embedded;
 mod error;
+mod exec;
 
 pub use cli::{main, main_with};
 pub use embedded::{Engine, EngineConfig, Events, ProjectEvent, ProjectHandle};

@@ -1,0 +1,745 @@
+//! The Redis engine's client and transport: submit, status, wait, cancel,
+//! list; and what workers call: take, begin, complete, renew, requeue.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use redis::aio::{ConnectionManager, MultiplexedConnection};
+use rqm_core::{
+    Backoff, CancelOutcome, Catalog, FailedJob, Limits, Node, NodeId, NodeReport, Path, Project,
+    Registry, Rejection, Report, StateCounts, Status, ValidationError, compile_append, compile_root,
+    parse_project, validate, validate_append,
+};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use crate::config::{Config, check_server};
+use crate::error::Error;
+use crate::keys::{Keys, ProjectKeys};
+use crate::scripts::{APPEND, BEGIN, CANCEL, COMPLETE, DUE, OPEN, REQUEUE, TAKE};
+use crate::upload::{GraphUpload, NODE_BYTES, parse_tail, tail_text};
+
+/// Fields and bytes per pipelined write, to keep each command short.
+const FIELDS_PER_COMMAND: usize = 1000;
+const BYTES_PER_COMMAND: usize = 1 << 20;
+
+/// A job as stored for its workers.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+pub struct JobPayload {
+    /// Its path.
+    pub path: String,
+    /// Its function.
+    pub func: String,
+    /// Its args, if it has some.
+    #[serde(default)]
+    pub args: Option<Value>,
+    /// Whether it takes the previous node's result.
+    #[serde(default)]
+    pub previous: bool,
+    /// Named parameters.
+    #[serde(default)]
+    pub kwargs: Option<Map<String, Value>>,
+    /// Attempts after the first.
+    pub retries: u32,
+    /// How long one attempt may run.
+    pub timeout_ms: Option<u64>,
+    /// Initial ms, factor, max ms.
+    pub backoff: [u64; 3],
+    /// Its queue.
+    pub queue: String,
+    /// Whether its failure is allowed.
+    pub allow_failure: bool,
+}
+
+impl JobPayload {
+    /// The waits between attempts.
+    pub fn backoff(&self) -> Backoff {
+        Backoff {
+            initial_ms: self.backoff[0],
+            factor: u32::try_from(self.backoff[1]).unwrap_or(u32::MAX),
+            max_ms: self.backoff[2],
+        }
+    }
+}
+
+/// An attempt begun by a worker.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Begun {
+    /// The project.
+    pub project: String,
+    /// The job's node id.
+    pub node: u32,
+    /// The attempt's number, which fences its reports.
+    pub attempt: u32,
+    /// The job.
+    pub job: JobPayload,
+    /// The previous node's result, for a job that takes it.
+    pub input: Option<Value>,
+}
+
+/// How an attempt ended, as a worker reports it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Completion {
+    /// It returned this result (JSON text).
+    Finished(String),
+    /// It failed, and its failure is allowed: it finishes with `null`.
+    Allowed(String),
+    /// It failed and is tried again after the backoff.
+    Retry {
+        /// The error.
+        error: String,
+        /// The wait.
+        backoff: Duration,
+    },
+    /// It failed for good, failing the project.
+    Failed(String),
+}
+
+/// A project's summary in [`RedisEngine::list`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listed {
+    /// Its id.
+    pub id: String,
+    /// Its status.
+    pub status: String,
+    /// When it was submitted, ms since the epoch.
+    pub submitted_ms: u64,
+}
+
+/// The Redis engine: a client of one Redis, under one prefix.
+#[derive(Clone)]
+pub struct RedisEngine {
+    client: redis::Client,
+    conn: ConnectionManager,
+    config: Config,
+    keys: Keys,
+    limits: Limits,
+    registry: Option<&'static Registry>,
+}
+
+impl std::fmt::Debug for RedisEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisEngine")
+            .field("url", &self.config.redacted_url())
+            .field("prefix", &self.config.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn new_id() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    h.write_u32(std::process::id());
+    format!("{:x}{:06x}", now_ms(), h.finish() & 0xff_ffff)
+}
+
+impl RedisEngine {
+    /// Connects, checks that the server keeps every key, and checks jobs
+    /// against `registry` when one is given.
+    pub async fn connect(
+        config: Config,
+        limits: Limits,
+        registry: Option<&'static Registry>,
+    ) -> Result<RedisEngine, Error> {
+        let client = config.client()?;
+        let mut conn = ConnectionManager::new(client.clone()).await?;
+        check_server(&mut conn, &config).await?;
+        let keys = Keys::new(config.prefix.clone());
+        Ok(RedisEngine {
+            client,
+            conn,
+            config,
+            keys,
+            limits,
+            registry,
+        })
+    }
+
+    /// The key layout.
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    /// A connection of its own, for blocking commands.
+    pub async fn dedicated(&self) -> Result<MultiplexedConnection, Error> {
+        Ok(self.client.get_multiplexed_async_connection().await?)
+    }
+
+    /// The client, for subscriptions.
+    pub fn client(&self) -> &redis::Client {
+        &self.client
+    }
+
+    fn catalog(&self) -> Option<&dyn Catalog> {
+        self.registry.map(|r| r as &dyn Catalog)
+    }
+
+    /// The KEYS of a project script.
+    fn script_keys(&self, pk: &ProjectKeys, queues: &[String]) -> Vec<String> {
+        let mut keys: Vec<String> = ["vx", "ed", "nd", "jb", "rs", "ch", "tl", "meta", "ev", "er"]
+            .iter()
+            .map(|k| pk.key(k))
+            .collect();
+        keys.push(format!("{}leases", self.config.prefix));
+        keys.push(format!("{}delayed", self.config.prefix));
+        keys.push(self.keys.projects());
+        keys.extend(queues.iter().map(|q| self.keys.queue(q)));
+        keys
+    }
+
+    async fn queues_of(&self, id: &str) -> Result<Vec<String>, Error> {
+        let mut conn = self.conn.clone();
+        let queues: Option<String> = redis::cmd("HGET")
+            .arg(self.keys.project(id).key("meta"))
+            .arg("queues")
+            .query_async(&mut conn)
+            .await?;
+        Ok(queues
+            .filter(|q| !q.is_empty())
+            .map(|q| q.split(',').map(str::to_owned).collect())
+            .unwrap_or_default())
+    }
+
+    fn script<'s>(&self, script: &'s redis::Script, id: &str, queues: &[String]) -> redis::ScriptInvocation<'s> {
+        let pk = self.keys.project(id);
+        let mut invocation = script.prepare_invoke();
+        for key in self.script_keys(&pk, queues) {
+            invocation.key(key);
+        }
+        invocation.arg(id);
+        invocation
+    }
+
+    /// Checks a JSON project (SPEC 8) and submits it.
+    pub async fn submit_json(&self, json: &[u8]) -> Result<String, Error> {
+        let project = parse_project(json, &self.limits, self.catalog())?;
+        self.submit(project).await
+    }
+
+    /// Checks `project` and stores it; workers see it only once all of it
+    /// is stored. A rejected project stores nothing. Returns its id.
+    pub async fn submit(&self, project: Project) -> Result<String, Error> {
+        validate(&project, &self.limits, self.catalog())?;
+        let id = new_id();
+        let mut upload = GraphUpload::new(0, 0, self.catalog(), Vec::new());
+        let nodes = compile_root(&mut upload, project.jobs);
+        if let Some(error) = upload.error() {
+            return Err(Error::Rejected(Rejection {
+                errors: vec![ValidationError {
+                    path: Path::root(),
+                    key: Some("queue".into()),
+                    message: error.to_owned(),
+                }],
+            }));
+        }
+        let pk = self.keys.project(&id);
+        let (vx, ed) = upload.vertex_bytes(true, 0);
+        let nd = upload.node_bytes();
+        let mut conn = self.conn.clone();
+        let mut pipe = redis::pipe();
+        let all: Vec<String> = ["vx", "ed", "nd", "jb", "rs", "ch", "tl", "meta", "ev", "er"]
+            .iter()
+            .map(|k| pk.key(k))
+            .collect();
+        for (key, bytes) in [(pk.key("vx"), &vx), (pk.key("ed"), &ed), (pk.key("nd"), &nd)] {
+            for chunk in bytes.chunks(BYTES_PER_COMMAND) {
+                pipe.append(&key, chunk).ignore();
+            }
+        }
+        for chunk in upload.jobs().chunks(FIELDS_PER_COMMAND) {
+            pipe.hset_multiple(pk.key("jb"), chunk).ignore();
+        }
+        let children: Vec<(u32, Vec<u8>)> = upload
+            .children()
+            .iter()
+            .map(|(g, kids)| (*g, kids.iter().flat_map(|k| k.to_be_bytes()).collect()))
+            .collect();
+        for chunk in children.chunks(FIELDS_PER_COMMAND) {
+            pipe.hset_multiple(pk.key("ch"), chunk).ignore();
+        }
+        let tails: Vec<(u32, String)> = upload.tails().iter().map(|(g, t)| (*g, tail_text(t))).collect();
+        for chunk in tails.chunks(FIELDS_PER_COMMAND) {
+            pipe.hset_multiple(pk.key("tl"), chunk).ignore();
+        }
+        let queues = upload.queues().join(",");
+        pipe.hset_multiple(
+            pk.key("meta"),
+            &[
+                ("status", "running".to_owned()),
+                ("submitted_ms", now_ms().to_string()),
+                ("next_node", nodes.to_string()),
+                ("next_vertex", upload.vertices().to_string()),
+                ("queues", queues),
+                ("retention_s", self.config.retention.as_secs().to_string()),
+            ],
+        )
+        .ignore();
+        // Until it opens, a half-stored project expires on its own.
+        for key in &all {
+            pipe.expire(key, 3600).ignore();
+        }
+        let () = pipe.query_async(&mut conn).await?;
+        let last_vertex = upload.vertices() as i64 - 1;
+        let () = self
+            .script(&OPEN, &id, upload.queues())
+            .arg(last_vertex)
+            .invoke_async(&mut conn)
+            .await
+            .map(|_: i64| ())?;
+        Ok(id)
+    }
+
+    /// Takes up to `n` ready jobs of `queue`, each leased for `lease`.
+    pub async fn take(&self, queue: &str, n: usize, lease: Duration) -> Result<Vec<(String, u32)>, Error> {
+        let mut conn = self.conn.clone();
+        let entries: Vec<String> = TAKE
+            .key(self.keys.queue(queue))
+            .key(format!("{}leases", self.config.prefix))
+            .arg(n)
+            .arg(lease.as_millis() as u64)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(entries.iter().filter_map(|e| split_entry(e)).collect())
+    }
+
+    /// Begins attempts of leased jobs of one project.
+    pub async fn begin(&self, id: &str, nodes: &[u32]) -> Result<Vec<Begun>, Error> {
+        let queues = self.queues_of(id).await?;
+        let mut conn = self.conn.clone();
+        let rows: Vec<(u32, u32, String, Option<String>)> = self
+            .script(&BEGIN, id, &queues)
+            .arg(nodes)
+            .invoke_async(&mut conn)
+            .await?;
+        let mut begun = Vec::with_capacity(rows.len());
+        for (node, attempt, payload, input) in rows {
+            let job: JobPayload = serde_json::from_str(&payload).map_err(|e| Error::Corrupt {
+                what: format!("job {node} of project {id}"),
+                reason: e.to_string(),
+            })?;
+            let input = match input {
+                Some(text) => Some(serde_json::from_str(&text).map_err(|e| Error::Corrupt {
+                    what: format!("the input of job {node} of project {id}"),
+                    reason: e.to_string(),
+                })?),
+                None => None,
+            };
+            begun.push(Begun {
+                project: id.to_owned(),
+                node,
+                attempt,
+                job,
+                input,
+            });
+        }
+        Ok(begun)
+    }
+
+    /// Applies attempts' outcomes for one project; returns the nodes whose
+    /// reports were stale and ignored (SPEC 7).
+    pub async fn complete(&self, id: &str, outcomes: &[(u32, u32, Completion, String)]) -> Result<Vec<u32>, Error> {
+        let queues = self.queues_of(id).await?;
+        let mut invocation = self.script(&COMPLETE, id, &queues);
+        for (node, attempt, completion, path) in outcomes {
+            invocation.arg(node).arg(attempt);
+            match completion {
+                Completion::Finished(result) => invocation.arg("ok").arg(result).arg(""),
+                Completion::Allowed(error) => invocation.arg("allow").arg(error).arg(""),
+                Completion::Retry { error, backoff } => {
+                    invocation.arg("retry").arg(error).arg(backoff.as_millis() as u64)
+                }
+                Completion::Failed(error) => invocation.arg("fail").arg(error).arg(path),
+            };
+        }
+        let mut conn = self.conn.clone();
+        Ok(invocation.invoke_async(&mut conn).await?)
+    }
+
+    /// Completes an attempt that appended `nodes` to its list, atomically
+    /// (SPEC 5.4). Nodes that break a rule fail the job, with every error.
+    /// Returns `false` when the report was stale.
+    pub async fn complete_with_nodes(&self, begun: &Begun, result: String, nodes: Vec<Node>) -> Result<bool, Error> {
+        let id = &begun.project;
+        let pk = self.keys.project(id);
+        loop {
+            let mut conn = self.conn.clone();
+            let parent_path: Path = begun.job.path.parse::<Path>().map_err(|e| Error::Corrupt {
+                what: format!("the path of job {} of project {id}", begun.node),
+                reason: e.to_string(),
+            })?;
+            let parent_path = parent_path.parent().unwrap_or_default();
+            let parent: u32 = redis::cmd("GETRANGE")
+                .arg(pk.key("nd"))
+                .arg(begun.node as usize * NODE_BYTES)
+                .arg(begun.node as usize * NODE_BYTES + 3)
+                .query_async::<Vec<u8>>(&mut conn)
+                .await
+                .ok()
+                .and_then(|b| b.try_into().ok())
+                .map(u32::from_be_bytes)
+                .ok_or_else(|| Error::Corrupt {
+                    what: format!("the record of job {} of project {id}", begun.node),
+                    reason: "missing".into(),
+                })?;
+            let (tail_text_now, next_node, next_vertex, queues): (Option<String>, u32, u32, Option<String>) =
+                redis::pipe()
+                    .hget(pk.key("tl"), parent)
+                    .hget(pk.key("meta"), "next_node")
+                    .hget(pk.key("meta"), "next_vertex")
+                    .hget(pk.key("meta"), "queues")
+                    .query_async(&mut conn)
+                    .await?;
+            let tail_text_now = tail_text_now.unwrap_or_default();
+            let tail = parse_tail(&tail_text_now).ok_or_else(|| Error::Corrupt {
+                what: format!("the list tail of group {parent} of project {id}"),
+                reason: format!("{tail_text_now:?}"),
+            })?;
+            let queues: Vec<String> = queues
+                .filter(|q| !q.is_empty())
+                .map(|q| q.split(',').map(str::to_owned).collect())
+                .unwrap_or_default();
+            let catalog = self.catalog();
+            let existing = next_node as usize - 1;
+            if let Err(rejection) = validate_append(&nodes, &parent_path, tail.len, existing, &self.limits, catalog) {
+                let error = format!("the nodes it added were refused: {rejection}");
+                let outcome = (begun.node, begun.attempt, Completion::Failed(error), begun.job.path.clone());
+                let stale = self.complete(id, &[outcome]).await?;
+                return Ok(stale.is_empty());
+            }
+            let mut upload = GraphUpload::new(next_vertex, next_node, catalog, queues);
+            upload.known_path(parent, parent_path.to_string());
+            compile_append(&mut upload, parent, tail, nodes.clone(), next_node);
+            let mut edges: Vec<u32> = Vec::new();
+            for (from, to) in upload.external_edges().iter().copied().chain(upload.internal_edges()) {
+                edges.push(from);
+                edges.push(to);
+            }
+            let children: HashMap<String, Vec<u32>> = upload
+                .children()
+                .iter()
+                .map(|(g, kids)| (g.to_string(), kids.clone()))
+                .collect();
+            let tails: HashMap<String, String> = upload.tails().iter().map(|(g, t)| (g.to_string(), tail_text(t))).collect();
+            let jobs: HashMap<String, String> = upload.jobs().iter().map(|(n, p)| (n.to_string(), p.clone())).collect();
+            let plan = serde_json::json!({
+                "parent": parent,
+                "tail": tail_text_now,
+                "next_node": next_node,
+                "next_vertex": next_vertex,
+                "edges": edges,
+                "children": children,
+                "tails": tails,
+                "jobs": jobs,
+                "queues": upload.queues(),
+            });
+            let (vx, _) = upload.vertex_bytes(false, 0);
+            let nd = upload.node_bytes();
+            let outcome: String = self
+                .script(&APPEND, id, upload.queues())
+                .arg(begun.node)
+                .arg(begun.attempt)
+                .arg(&result)
+                .arg(plan.to_string())
+                .arg(vx)
+                .arg(nd)
+                .invoke_async(&mut conn)
+                .await?;
+            match outcome.as_str() {
+                "ok" => return Ok(true),
+                "stale" => return Ok(false),
+                _ => continue,
+            }
+        }
+    }
+
+    /// Extends the leases of attempts still running.
+    pub async fn renew(&self, leases: &[(String, u32)], lease: Duration) -> Result<(), Error> {
+        if leases.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.conn.clone();
+        let expiry = now_ms() + lease.as_millis() as u64;
+        let mut cmd = redis::cmd("ZADD");
+        cmd.arg(format!("{}leases", self.config.prefix)).arg("XX");
+        for (id, node) in leases {
+            cmd.arg(expiry).arg(format!("{id}:{node}"));
+        }
+        let _: i64 = cmd.query_async(&mut conn).await?;
+        Ok(())
+    }
+
+    /// Makes jobs whose backoff has passed ready again; returns how many.
+    pub async fn requeue_due(&self, max: usize) -> Result<usize, Error> {
+        self.requeue_from("delayed", "retry", max, 0).await
+    }
+
+    /// Puts back jobs whose lease expired, counting the attempt; a job lost
+    /// more than `max_lost` times fails for good. Returns how many.
+    pub async fn recover_expired(&self, max: usize, max_lost: u32) -> Result<usize, Error> {
+        self.requeue_from("leases", "lost", max, max_lost).await
+    }
+
+    async fn requeue_from(&self, set: &str, why: &str, max: usize, max_lost: u32) -> Result<usize, Error> {
+        let mut conn = self.conn.clone();
+        let entries: Vec<String> = DUE
+            .key(format!("{}{set}", self.config.prefix))
+            .arg(max)
+            .invoke_async(&mut conn)
+            .await?;
+        let mut by_project: HashMap<String, Vec<u32>> = HashMap::new();
+        for (id, node) in entries.iter().filter_map(|e| split_entry(e)) {
+            by_project.entry(id).or_default().push(node);
+        }
+        for (id, nodes) in &by_project {
+            let queues = self.queues_of(id).await?;
+            let _: i64 = self
+                .script(&REQUEUE, id, &queues)
+                .arg(why)
+                .arg(max_lost)
+                .arg(nodes)
+                .invoke_async(&mut conn)
+                .await?;
+        }
+        Ok(entries.len())
+    }
+
+    /// The statuses of projects, `None` for one that no longer exists.
+    pub async fn statuses(&self, ids: &[String]) -> Result<Vec<Option<String>>, Error> {
+        let mut pipe = redis::pipe();
+        for id in ids {
+            pipe.hget(self.keys.project(id).key("meta"), "status");
+        }
+        let mut conn = self.conn.clone();
+        Ok(pipe.query_async(&mut conn).await?)
+    }
+
+    /// Cancels a project (SPEC 6.4).
+    pub async fn cancel(&self, id: &str) -> Result<CancelOutcome, Error> {
+        let queues = self.queues_of(id).await?;
+        let mut conn = self.conn.clone();
+        let before: String = self.script(&CANCEL, id, &queues).invoke_async(&mut conn).await?;
+        match before.as_str() {
+            "running" => Ok(CancelOutcome::Cancelled),
+            "missing" => Err(Error::NoProject(id.to_owned())),
+            _ => {
+                let report = self.status(id).await?;
+                let status = match report.status.as_str() {
+                    "finished" => Status::Finished,
+                    "cancelled" => Status::Cancelled,
+                    _ => Status::Failed(FailedJob {
+                        job: NodeId(0),
+                        path: report.failed_path.as_deref().unwrap_or_default().parse().unwrap_or_default(),
+                        function: String::new(),
+                        error: report.error.unwrap_or_default(),
+                    }),
+                };
+                Ok(CancelOutcome::AlreadyEnded(status))
+            }
+        }
+    }
+
+    /// Every project, newest first.
+    pub async fn list(&self) -> Result<Vec<Listed>, Error> {
+        let mut conn = self.conn.clone();
+        let ids: Vec<(String, u64)> = redis::cmd("ZRANGE")
+            .arg(self.keys.projects())
+            .arg(0)
+            .arg(-1)
+            .arg("REV")
+            .arg("WITHSCORES")
+            .query_async(&mut conn)
+            .await?;
+        let statuses = self.statuses(&ids.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>()).await?;
+        Ok(ids
+            .into_iter()
+            .zip(statuses)
+            .map(|((id, submitted_ms), status)| Listed {
+                id,
+                status: status.unwrap_or_else(|| "expired".to_owned()),
+                submitted_ms,
+            })
+            .collect())
+    }
+
+    /// Where a project stands, with every node.
+    pub async fn status(&self, id: &str) -> Result<Report, Error> {
+        let pk = self.keys.project(id);
+        let mut conn = self.conn.clone();
+        type Fetched = (HashMap<String, String>, Vec<u8>, HashMap<u32, String>, HashMap<u32, String>, Option<String>);
+        let (meta, nd, jobs, errors, root): Fetched = redis::pipe()
+            .hgetall(pk.key("meta"))
+            .get(pk.key("nd"))
+            .hgetall(pk.key("jb"))
+            .hgetall(pk.key("er"))
+            .hget(pk.key("rs"), 0)
+            .query_async(&mut conn)
+            .await?;
+        let Some(status) = meta.get("status").cloned() else {
+            return Err(Error::NoProject(id.to_owned()));
+        };
+        let mut paths: Vec<Path> = Vec::with_capacity(nd.len() / NODE_BYTES);
+        let mut nodes = Vec::new();
+        let mut counts = StateCounts::default();
+        for (n, rec) in nd.chunks_exact(NODE_BYTES).enumerate() {
+            let word = |at: usize| u32::from_be_bytes(rec[at..at + 4].try_into().expect("4 bytes"));
+            let (parent, index, flags, state) = (word(0), word(4), rec[12], rec[13]);
+            let path = if n == 0 {
+                Path::root()
+            } else {
+                paths.get(parent as usize).map_or_else(Path::root, |p| p.child(index))
+            };
+            paths.push(path.clone());
+            if n == 0 {
+                continue;
+            }
+            let group = flags & 1 != 0;
+            let state = match state {
+                0 => "pending",
+                1 => "ready",
+                2 => "running",
+                3 => "retrying",
+                4 => "finished",
+                _ => "failed",
+            };
+            if !group {
+                *match state {
+                    "pending" => &mut counts.pending,
+                    "ready" => &mut counts.ready,
+                    "running" => &mut counts.running,
+                    "retrying" => &mut counts.retrying,
+                    "finished" => &mut counts.finished,
+                    _ => &mut counts.failed,
+                } += 1;
+            }
+            let time = |at: usize| match word(at) {
+                0 => None,
+                t => Some(u64::from(t - 1) * 1000),
+            };
+            let n = n as u32;
+            nodes.push(NodeReport {
+                path,
+                function: if group {
+                    None
+                } else {
+                    jobs.get(&n)
+                        .and_then(|p| serde_json::from_str::<JobPayload>(p).ok())
+                        .map(|p| p.func)
+                },
+                state: state.to_owned(),
+                attempts: word(16),
+                error: errors.get(&n).cloned(),
+                started_us: time(20),
+                finished_us: time(24),
+            });
+        }
+        nodes.sort_by(|a, b| a.path.cmp(&b.path));
+        let result = match (status.as_str(), root) {
+            ("finished", Some(text)) => Some(serde_json::from_str(&text).map_err(|e| Error::Corrupt {
+                what: format!("the result of project {id}"),
+                reason: e.to_string(),
+            })?),
+            _ => None,
+        };
+        let (failed_path, error) = if status == "failed" {
+            let path = meta.get("failed_path").cloned();
+            let error = format!(
+                "job {} ({}) failed: {}",
+                path.as_deref().unwrap_or("?"),
+                meta.get("failed_function").map_or("?", String::as_str),
+                meta.get("error").map_or("", String::as_str)
+            );
+            (path, Some(error))
+        } else {
+            (None, None)
+        };
+        Ok(Report {
+            status,
+            result,
+            failed_path,
+            error,
+            counts,
+            nodes,
+        })
+    }
+
+    /// Waits until a project has ended and returns its report: event-driven,
+    /// on the project's event stream. `None` for no limit.
+    pub async fn wait(&self, id: &str, limit: Option<Duration>) -> Result<Report, Error> {
+        let pk = self.keys.project(id);
+        let mut conn = self.dedicated().await?;
+        let deadline = limit.map(|l| tokio::time::Instant::now() + l);
+        let mut last: String = {
+            let newest: Vec<(String, HashMap<String, String>)> = redis::cmd("XREVRANGE")
+                .arg(pk.key("ev"))
+                .arg("+")
+                .arg("-")
+                .arg("COUNT")
+                .arg(1)
+                .query_async(&mut conn)
+                .await
+                .unwrap_or_default();
+            newest.into_iter().next().map_or_else(|| "0-0".to_owned(), |(id, _)| id)
+        };
+        loop {
+            let status: Option<String> = redis::cmd("HGET")
+                .arg(pk.key("meta"))
+                .arg("status")
+                .query_async(&mut conn)
+                .await?;
+            match status.as_deref() {
+                None => return Err(Error::NoProject(id.to_owned())),
+                Some("running") => {}
+                Some(_) => {
+                    let report = self.status(id).await?;
+                    if report.counts.running == 0 {
+                        return Ok(report);
+                    }
+                }
+            }
+            let block_ms = match deadline {
+                Some(d) => {
+                    let left = d.saturating_duration_since(tokio::time::Instant::now());
+                    if left.is_zero() {
+                        return Err(Error::Timeout {
+                            id: id.to_owned(),
+                            seconds: limit.unwrap_or_default().as_secs_f64(),
+                        });
+                    }
+                    left.as_millis().clamp(1, 1000) as u64
+                }
+                None => 1000,
+            };
+            let reply: Option<Vec<(String, Vec<(String, HashMap<String, String>)>)>> = redis::cmd("XREAD")
+                .arg("COUNT")
+                .arg(1000)
+                .arg("BLOCK")
+                .arg(block_ms)
+                .arg("STREAMS")
+                .arg(pk.key("ev"))
+                .arg(&last)
+                .query_async(&mut conn)
+                .await?;
+            if let Some(streams) = reply {
+                for (_, entries) in streams {
+                    if let Some((newest, _)) = entries.last() {
+                        last = newest.clone();
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn split_entry(entry: &str) -> Option<(String, u32)> {
+    let (id, node) = entry.rsplit_once(':')?;
+    Some((id.to_owned(), node.parse().ok()?))
+}

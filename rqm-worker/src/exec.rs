@@ -1,0 +1,106 @@
+//! Runs one attempt of a registered function, as every engine does:
+//! synchronous functions on tokio's blocking threads, async ones in their own
+//! task; a panic or a timeout is a failed attempt, and the worker lives on.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rqm_core::{Call, Cancellation, Failure, Invocation, JobContext, JobResult, Path, Registry};
+use serde_json::{Map, Value};
+
+/// Where a job's progress reports go.
+pub(crate) type Progress = Arc<dyn Fn(Value) + Send + Sync>;
+
+/// One attempt to run.
+pub(crate) struct Run<'a> {
+    pub(crate) func: &'a str,
+    pub(crate) attempt: u32,
+    pub(crate) project: Arc<str>,
+    pub(crate) path: Path,
+    pub(crate) input: Option<Value>,
+    pub(crate) kwargs: Option<Map<String, Value>>,
+    pub(crate) timeout: Option<Duration>,
+}
+
+/// Calls the function, honouring the timeout; `cancel` is the attempt's stop
+/// signal, given on a timeout too.
+pub(crate) async fn call(
+    registry: &'static Registry,
+    run: Run<'_>,
+    cancel: Cancellation,
+    progress: Option<Progress>,
+) -> JobResult {
+    let Some(registered) = registry.get(run.func) else {
+        return Err(Failure::permanent(format!(
+            "no function named `{}` is registered in this worker",
+            run.func
+        )));
+    };
+    let mut context = JobContext::new(
+        run.attempt,
+        run.project,
+        run.path,
+        registered.function.name,
+        cancel.clone(),
+    );
+    if let Some(progress) = progress {
+        context = context.with_progress(progress);
+    }
+    let invocation = Invocation {
+        input: run.input,
+        kwargs: run.kwargs,
+        context,
+    };
+    let timed_out = |limit: Duration| {
+        cancel.cancel();
+        Err(Failure::retryable(format!(
+            "timed out after {} ms",
+            limit.as_millis()
+        )))
+    };
+    tracing::debug!("attempt begins");
+    match registered.function.call {
+        Call::Blocking(f) => {
+            let task = tokio::task::spawn_blocking(move || {
+                std::panic::catch_unwind(AssertUnwindSafe(|| f(invocation)))
+            });
+            match within(run.timeout, task).await {
+                Some(Ok(Ok(outcome))) => outcome,
+                Some(Ok(Err(panic))) => Err(panicked(&*panic)),
+                Some(Err(e)) => Err(Failure::retryable(format!("the job's thread failed: {e}"))),
+                None => timed_out(run.timeout.unwrap_or_default()),
+            }
+        }
+        Call::Async(f) => {
+            let task = tokio::spawn(f(invocation));
+            let abort = task.abort_handle();
+            match within(run.timeout, task).await {
+                Some(Ok(outcome)) => outcome,
+                Some(Err(e)) if e.is_panic() => Err(panicked(&*e.into_panic())),
+                Some(Err(e)) => Err(Failure::retryable(format!("the job's task failed: {e}"))),
+                None => {
+                    abort.abort();
+                    timed_out(run.timeout.unwrap_or_default())
+                }
+            }
+        }
+    }
+}
+
+/// `future`'s output, or `None` when `limit` passes first.
+async fn within<F: std::future::Future>(limit: Option<Duration>, future: F) -> Option<F::Output> {
+    match limit {
+        Some(limit) => tokio::time::timeout(limit, future).await.ok(),
+        None => Some(future.await),
+    }
+}
+
+fn panicked(payload: &(dyn std::any::Any + Send)) -> Failure {
+    let message = payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned());
+    Failure::retryable(format!("panicked: {message}"))
+}
