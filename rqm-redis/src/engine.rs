@@ -8,8 +8,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use redis::aio::{ConnectionManager, MultiplexedConnection};
 use rqm_core::{
     Backoff, CancelOutcome, Catalog, FailedJob, Limits, Node, NodeId, NodeReport, Path, Project,
-    Registry, Rejection, Report, StateCounts, Status, ValidationError, compile_append, compile_root,
-    parse_project, validate, validate_append,
+    Registry, Rejection, Report, StateCounts, Status, ValidationError, compile_append,
+    compile_root, parse_project, validate, validate_append,
 };
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -179,8 +179,8 @@ impl RedisEngine {
         &self.client
     }
 
-    fn catalog(&self) -> Option<&dyn Catalog> {
-        self.registry.map(|r| r as &dyn Catalog)
+    fn catalog(&self) -> Option<&'static (dyn Catalog + Sync)> {
+        self.registry.map(|r| r as &(dyn Catalog + Sync))
     }
 
     /// The KEYS of a project script.
@@ -209,7 +209,12 @@ impl RedisEngine {
             .unwrap_or_default())
     }
 
-    fn script<'s>(&self, script: &'s redis::Script, id: &str, queues: &[String]) -> redis::ScriptInvocation<'s> {
+    fn script<'s>(
+        &self,
+        script: &'s redis::Script,
+        id: &str,
+        queues: &[String],
+    ) -> redis::ScriptInvocation<'s> {
         let pk = self.keys.project(id);
         let mut invocation = script.prepare_invoke();
         for key in self.script_keys(&pk, queues) {
@@ -221,14 +226,14 @@ impl RedisEngine {
 
     /// Checks a JSON project (SPEC 8) and submits it.
     pub async fn submit_json(&self, json: &[u8]) -> Result<String, Error> {
-        let project = parse_project(json, &self.limits, self.catalog())?;
+        let project = parse_project(json, &self.limits, self.catalog().map(|c| c as _))?;
         self.submit(project).await
     }
 
     /// Checks `project` and stores it; workers see it only once all of it
     /// is stored. A rejected project stores nothing. Returns its id.
     pub async fn submit(&self, project: Project) -> Result<String, Error> {
-        validate(&project, &self.limits, self.catalog())?;
+        validate(&project, &self.limits, self.catalog().map(|c| c as _))?;
         let id = new_id();
         let mut upload = GraphUpload::new(0, 0, self.catalog(), Vec::new());
         let nodes = compile_root(&mut upload, project.jobs);
@@ -250,7 +255,11 @@ impl RedisEngine {
             .iter()
             .map(|k| pk.key(k))
             .collect();
-        for (key, bytes) in [(pk.key("vx"), &vx), (pk.key("ed"), &ed), (pk.key("nd"), &nd)] {
+        for (key, bytes) in [
+            (pk.key("vx"), &vx),
+            (pk.key("ed"), &ed),
+            (pk.key("nd"), &nd),
+        ] {
             for chunk in bytes.chunks(BYTES_PER_COMMAND) {
                 pipe.append(&key, chunk).ignore();
             }
@@ -266,7 +275,11 @@ impl RedisEngine {
         for chunk in children.chunks(FIELDS_PER_COMMAND) {
             pipe.hset_multiple(pk.key("ch"), chunk).ignore();
         }
-        let tails: Vec<(u32, String)> = upload.tails().iter().map(|(g, t)| (*g, tail_text(t))).collect();
+        let tails: Vec<(u32, String)> = upload
+            .tails()
+            .iter()
+            .map(|(g, t)| (*g, tail_text(t)))
+            .collect();
         for chunk in tails.chunks(FIELDS_PER_COMMAND) {
             pipe.hset_multiple(pk.key("tl"), chunk).ignore();
         }
@@ -299,7 +312,12 @@ impl RedisEngine {
     }
 
     /// Takes up to `n` ready jobs of `queue`, each leased for `lease`.
-    pub async fn take(&self, queue: &str, n: usize, lease: Duration) -> Result<Vec<(String, u32)>, Error> {
+    pub async fn take(
+        &self,
+        queue: &str,
+        n: usize,
+        lease: Duration,
+    ) -> Result<Vec<(String, u32)>, Error> {
         let mut conn = self.conn.clone();
         let entries: Vec<String> = TAKE
             .key(self.keys.queue(queue))
@@ -346,7 +364,11 @@ impl RedisEngine {
 
     /// Applies attempts' outcomes for one project; returns the nodes whose
     /// reports were stale and ignored (SPEC 7).
-    pub async fn complete(&self, id: &str, outcomes: &[(u32, u32, Completion, String)]) -> Result<Vec<u32>, Error> {
+    pub async fn complete(
+        &self,
+        id: &str,
+        outcomes: &[(u32, u32, Completion, String)],
+    ) -> Result<Vec<u32>, Error> {
         let queues = self.queues_of(id).await?;
         let mut invocation = self.script(&COMPLETE, id, &queues);
         for (node, attempt, completion, path) in outcomes {
@@ -354,9 +376,10 @@ impl RedisEngine {
             match completion {
                 Completion::Finished(result) => invocation.arg("ok").arg(result).arg(""),
                 Completion::Allowed(error) => invocation.arg("allow").arg(error).arg(""),
-                Completion::Retry { error, backoff } => {
-                    invocation.arg("retry").arg(error).arg(backoff.as_millis() as u64)
-                }
+                Completion::Retry { error, backoff } => invocation
+                    .arg("retry")
+                    .arg(error)
+                    .arg(backoff.as_millis() as u64),
                 Completion::Failed(error) => invocation.arg("fail").arg(error).arg(path),
             };
         }
@@ -367,7 +390,12 @@ impl RedisEngine {
     /// Completes an attempt that appended `nodes` to its list, atomically
     /// (SPEC 5.4). Nodes that break a rule fail the job, with every error.
     /// Returns `false` when the report was stale.
-    pub async fn complete_with_nodes(&self, begun: &Begun, result: String, nodes: Vec<Node>) -> Result<bool, Error> {
+    pub async fn complete_with_nodes(
+        &self,
+        begun: &Begun,
+        result: String,
+        nodes: Vec<Node>,
+    ) -> Result<bool, Error> {
         let id = &begun.project;
         let pk = self.keys.project(id);
         loop {
@@ -390,14 +418,18 @@ impl RedisEngine {
                     what: format!("the record of job {} of project {id}", begun.node),
                     reason: "missing".into(),
                 })?;
-            let (tail_text_now, next_node, next_vertex, queues): (Option<String>, u32, u32, Option<String>) =
-                redis::pipe()
-                    .hget(pk.key("tl"), parent)
-                    .hget(pk.key("meta"), "next_node")
-                    .hget(pk.key("meta"), "next_vertex")
-                    .hget(pk.key("meta"), "queues")
-                    .query_async(&mut conn)
-                    .await?;
+            let (tail_text_now, next_node, next_vertex, queues): (
+                Option<String>,
+                u32,
+                u32,
+                Option<String>,
+            ) = redis::pipe()
+                .hget(pk.key("tl"), parent)
+                .hget(pk.key("meta"), "next_node")
+                .hget(pk.key("meta"), "next_vertex")
+                .hget(pk.key("meta"), "queues")
+                .query_async(&mut conn)
+                .await?;
             let tail_text_now = tail_text_now.unwrap_or_default();
             let tail = parse_tail(&tail_text_now).ok_or_else(|| Error::Corrupt {
                 what: format!("the list tail of group {parent} of project {id}"),
@@ -409,9 +441,21 @@ impl RedisEngine {
                 .unwrap_or_default();
             let catalog = self.catalog();
             let existing = next_node as usize - 1;
-            if let Err(rejection) = validate_append(&nodes, &parent_path, tail.len, existing, &self.limits, catalog) {
+            if let Err(rejection) = validate_append(
+                &nodes,
+                &parent_path,
+                tail.len,
+                existing,
+                &self.limits,
+                catalog.map(|c| c as _),
+            ) {
                 let error = format!("the nodes it added were refused: {rejection}");
-                let outcome = (begun.node, begun.attempt, Completion::Failed(error), begun.job.path.clone());
+                let outcome = (
+                    begun.node,
+                    begun.attempt,
+                    Completion::Failed(error),
+                    begun.job.path.clone(),
+                );
                 let stale = self.complete(id, &[outcome]).await?;
                 return Ok(stale.is_empty());
             }
@@ -419,7 +463,12 @@ impl RedisEngine {
             upload.known_path(parent, parent_path.to_string());
             compile_append(&mut upload, parent, tail, nodes.clone(), next_node);
             let mut edges: Vec<u32> = Vec::new();
-            for (from, to) in upload.external_edges().iter().copied().chain(upload.internal_edges()) {
+            for (from, to) in upload
+                .external_edges()
+                .iter()
+                .copied()
+                .chain(upload.internal_edges())
+            {
                 edges.push(from);
                 edges.push(to);
             }
@@ -428,8 +477,16 @@ impl RedisEngine {
                 .iter()
                 .map(|(g, kids)| (g.to_string(), kids.clone()))
                 .collect();
-            let tails: HashMap<String, String> = upload.tails().iter().map(|(g, t)| (g.to_string(), tail_text(t))).collect();
-            let jobs: HashMap<String, String> = upload.jobs().iter().map(|(n, p)| (n.to_string(), p.clone())).collect();
+            let tails: HashMap<String, String> = upload
+                .tails()
+                .iter()
+                .map(|(g, t)| (g.to_string(), tail_text(t)))
+                .collect();
+            let jobs: HashMap<String, String> = upload
+                .jobs()
+                .iter()
+                .map(|(n, p)| (n.to_string(), p.clone()))
+                .collect();
             let plan = serde_json::json!({
                 "parent": parent,
                 "tail": tail_text_now,
@@ -488,7 +545,13 @@ impl RedisEngine {
         self.requeue_from("leases", "lost", max, max_lost).await
     }
 
-    async fn requeue_from(&self, set: &str, why: &str, max: usize, max_lost: u32) -> Result<usize, Error> {
+    async fn requeue_from(
+        &self,
+        set: &str,
+        why: &str,
+        max: usize,
+        max_lost: u32,
+    ) -> Result<usize, Error> {
         let mut conn = self.conn.clone();
         let entries: Vec<String> = DUE
             .key(format!("{}{set}", self.config.prefix))
@@ -526,7 +589,10 @@ impl RedisEngine {
     pub async fn cancel(&self, id: &str) -> Result<CancelOutcome, Error> {
         let queues = self.queues_of(id).await?;
         let mut conn = self.conn.clone();
-        let before: String = self.script(&CANCEL, id, &queues).invoke_async(&mut conn).await?;
+        let before: String = self
+            .script(&CANCEL, id, &queues)
+            .invoke_async(&mut conn)
+            .await?;
         match before.as_str() {
             "running" => Ok(CancelOutcome::Cancelled),
             "missing" => Err(Error::NoProject(id.to_owned())),
@@ -537,7 +603,12 @@ impl RedisEngine {
                     "cancelled" => Status::Cancelled,
                     _ => Status::Failed(FailedJob {
                         job: NodeId(0),
-                        path: report.failed_path.as_deref().unwrap_or_default().parse().unwrap_or_default(),
+                        path: report
+                            .failed_path
+                            .as_deref()
+                            .unwrap_or_default()
+                            .parse()
+                            .unwrap_or_default(),
                         function: String::new(),
                         error: report.error.unwrap_or_default(),
                     }),
@@ -558,7 +629,9 @@ impl RedisEngine {
             .arg("WITHSCORES")
             .query_async(&mut conn)
             .await?;
-        let statuses = self.statuses(&ids.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>()).await?;
+        let statuses = self
+            .statuses(&ids.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>())
+            .await?;
         Ok(ids
             .into_iter()
             .zip(statuses)
@@ -574,7 +647,13 @@ impl RedisEngine {
     pub async fn status(&self, id: &str) -> Result<Report, Error> {
         let pk = self.keys.project(id);
         let mut conn = self.conn.clone();
-        type Fetched = (HashMap<String, String>, Vec<u8>, HashMap<u32, String>, HashMap<u32, String>, Option<String>);
+        type Fetched = (
+            HashMap<String, String>,
+            Vec<u8>,
+            HashMap<u32, String>,
+            HashMap<u32, String>,
+            Option<String>,
+        );
         let (meta, nd, jobs, errors, root): Fetched = redis::pipe()
             .hgetall(pk.key("meta"))
             .get(pk.key("nd"))
@@ -595,7 +674,9 @@ impl RedisEngine {
             let path = if n == 0 {
                 Path::root()
             } else {
-                paths.get(parent as usize).map_or_else(Path::root, |p| p.child(index))
+                paths
+                    .get(parent as usize)
+                    .map_or_else(Path::root, |p| p.child(index))
             };
             paths.push(path.clone());
             if n == 0 {
@@ -643,10 +724,12 @@ impl RedisEngine {
         }
         nodes.sort_by(|a, b| a.path.cmp(&b.path));
         let result = match (status.as_str(), root) {
-            ("finished", Some(text)) => Some(serde_json::from_str(&text).map_err(|e| Error::Corrupt {
-                what: format!("the result of project {id}"),
-                reason: e.to_string(),
-            })?),
+            ("finished", Some(text)) => {
+                Some(serde_json::from_str(&text).map_err(|e| Error::Corrupt {
+                    what: format!("the result of project {id}"),
+                    reason: e.to_string(),
+                })?)
+            }
             _ => None,
         };
         let (failed_path, error) = if status == "failed" {
@@ -687,7 +770,10 @@ impl RedisEngine {
                 .query_async(&mut conn)
                 .await
                 .unwrap_or_default();
-            newest.into_iter().next().map_or_else(|| "0-0".to_owned(), |(id, _)| id)
+            newest
+                .into_iter()
+                .next()
+                .map_or_else(|| "0-0".to_owned(), |(id, _)| id)
         };
         loop {
             let status: Option<String> = redis::cmd("HGET")
@@ -718,16 +804,17 @@ impl RedisEngine {
                 }
                 None => 1000,
             };
-            let reply: Option<Vec<(String, Vec<(String, HashMap<String, String>)>)>> = redis::cmd("XREAD")
-                .arg("COUNT")
-                .arg(1000)
-                .arg("BLOCK")
-                .arg(block_ms)
-                .arg("STREAMS")
-                .arg(pk.key("ev"))
-                .arg(&last)
-                .query_async(&mut conn)
-                .await?;
+            let reply: Option<Vec<(String, Vec<(String, HashMap<String, String>)>)>> =
+                redis::cmd("XREAD")
+                    .arg("COUNT")
+                    .arg(1000)
+                    .arg("BLOCK")
+                    .arg(block_ms)
+                    .arg("STREAMS")
+                    .arg(pk.key("ev"))
+                    .arg(&last)
+                    .query_async(&mut conn)
+                    .await?;
             if let Some(streams) = reply {
                 for (_, entries) in streams {
                     if let Some((newest, _)) = entries.last() {

@@ -9,7 +9,12 @@ use redis::Script;
 
 macro_rules! graph_script {
     ($file:literal) => {
-        LazyLock::new(|| Script::new(concat!(include_str!("../lua/graph.lua"), include_str!($file))))
+        LazyLock::new(|| {
+            Script::new(concat!(
+                include_str!("../lua/graph.lua"),
+                include_str!($file)
+            ))
+        })
     };
 }
 
@@ -40,6 +45,8 @@ pub(crate) static CANCEL: LazyLock<Script> = project_script!("../lua/cancel.lua"
 /// Makes retried or lost jobs ready again.
 pub(crate) static REQUEUE: LazyLock<Script> = project_script!("../lua/requeue.lua");
 /// Takes ready jobs from a queue with leases.
-pub(crate) static TAKE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/take.lua")));
+pub(crate) static TAKE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../lua/take.lua")));
 /// Takes due entries of a sorted set.
-pub(crate) static DUE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/due.lua")));
+pub(crate) static DUE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../lua/due.lua")));

@@ -27,7 +27,10 @@ pub(crate) fn tail_text(t: &ListTail) -> String {
 
 /// Reads a stored list tail.
 pub(crate) fn parse_tail(text: &str) -> Option<ListTail> {
-    let v: Vec<u32> = text.split(',').map(|p| p.parse().ok()).collect::<Option<_>>()?;
+    let v: Vec<u32> = text
+        .split(',')
+        .map(|p| p.parse().ok())
+        .collect::<Option<_>>()?;
     let [gate, segment, end, last, len] = v[..] else {
         return None;
     };
@@ -55,7 +58,7 @@ struct NodeRecord {
 pub struct GraphUpload<'c> {
     base_vertex: u32,
     base_node: u32,
-    catalog: Option<&'c dyn Catalog>,
+    catalog: Option<&'c (dyn Catalog + Sync)>,
     meta: Vec<u32>,
     out: Vec<Vec<u32>>,
     pending: Vec<u32>,
@@ -88,7 +91,12 @@ impl Default for GraphUpload<'_> {
 impl<'c> GraphUpload<'c> {
     /// An upload of vertices from `base_vertex` and nodes from `base_node`,
     /// resolving job options with `catalog`, for a project using `queues`.
-    pub fn new(base_vertex: u32, base_node: u32, catalog: Option<&'c dyn Catalog>, queues: Vec<String>) -> Self {
+    pub fn new(
+        base_vertex: u32,
+        base_node: u32,
+        catalog: Option<&'c (dyn Catalog + Sync)>,
+        queues: Vec<String>,
+    ) -> Self {
         GraphUpload {
             base_vertex,
             base_node,
@@ -236,7 +244,11 @@ impl<'c> GraphUpload<'c> {
     }
 
     fn record(&mut self, node: u32, place: Place, rec: NodeRecord) {
-        debug_assert_eq!(node, self.base_node + self.nodes.len() as u32, "nodes in order");
+        debug_assert_eq!(
+            node,
+            self.base_node + self.nodes.len() as u32,
+            "nodes in order"
+        );
         if place.parent != NO_PARENT {
             self.children.entry(place.parent).or_default().push(node);
         }
@@ -258,7 +270,7 @@ impl GraphSink for GraphUpload<'_> {
     }
 
     fn edge(&mut self, from: VertexId, to: VertexId) {
-        if from < self.base_vertex {
+        if from < self.base_vertex || to < self.base_vertex {
             self.external.push((from, to));
             return;
         }

@@ -8,9 +8,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use rqm_core::{
-    Attempt, CancelOutcome, Cancellation, Event, JobResult,
-    Limits, NodeId, NodeState, Path, Project, Registry, Rejection, Report, Run, RunConfig, Time,
-    parse_project,
+    Attempt, CancelOutcome, Cancellation, Event, JobResult, Limits, NodeId, NodeState, Path,
+    Project, Registry, Rejection, Report, Run, RunConfig, Time, parse_project,
 };
 use serde::Serialize;
 use serde_json::Value;

@@ -12,7 +12,9 @@ mod cli;
 mod embedded;
 mod error;
 mod exec;
+mod redis_worker;
 
 pub use cli::{main, main_with};
 pub use embedded::{Engine, EngineConfig, Events, ProjectEvent, ProjectHandle};
 pub use error::Error;
+pub use redis_worker::{WorkerConfig, run as run_redis_worker};

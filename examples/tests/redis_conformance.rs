@@ -1,0 +1,85 @@
+//! Every case of the shared conformance suite on the Redis engine, against
+//! a private redis-server, with two workers in this process.
+
+use std::time::Duration;
+
+use libtest_mimic::{Arguments, Failed, Trial};
+use rqm_core::testing::conformance::{self, Case};
+use rqm_core::{Limits, Registry};
+use rqm_redis::testing::RedisServer;
+use rqm_redis::{Config, RedisEngine};
+use rqm_worker::WorkerConfig;
+
+/// As for the embedded engine: well below the cases' 50 ms sleeps.
+const SLACK_US: u64 = 40_000;
+
+fn main() {
+    let args = Arguments::from_args();
+    let dir = conformance::dir(env!("CARGO_MANIFEST_DIR"));
+    let cases = conformance::load(&dir);
+    examples::library::link();
+    let registry = Registry::global().expect("the registry loads");
+    let server = RedisServer::start();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let config = Config {
+        url: server.url(),
+        ..Config::default()
+    };
+    let engine = runtime
+        .block_on(RedisEngine::connect(
+            config,
+            Limits::default(),
+            Some(registry),
+        ))
+        .expect("connects");
+    for _ in 0..2 {
+        let (engine, worker) = (engine.clone(), WorkerConfig::default());
+        runtime.spawn(async move {
+            if let Err(e) =
+                rqm_worker::run_redis_worker(engine, registry, worker, std::future::pending()).await
+            {
+                panic!("the worker stopped: {e}");
+            }
+        });
+    }
+    let trials = cases
+        .into_iter()
+        .map(|(name, case)| {
+            let (engine, handle) = (engine.clone(), runtime.handle().clone());
+            Trial::test(name, move || {
+                handle
+                    .block_on(run_case(&engine, &case))
+                    .map_err(Failed::from)
+            })
+        })
+        .collect();
+    let conclusion = libtest_mimic::run(&args, trials);
+    if conclusion.has_failed() {
+        eprintln!("redis-server log:\n{}", server.log());
+    }
+    conclusion.exit();
+}
+
+async fn run_case(engine: &RedisEngine, case: &Case) -> Result<(), String> {
+    let submitted = engine.submit_json(&case.project_json()).await;
+    if case.status == "rejected" {
+        return match submitted {
+            Ok(id) => Err(format!(
+                "the project was accepted as {id}; it must be rejected"
+            )),
+            Err(rqm_redis::Error::Rejected(rejection)) => {
+                conformance::check_rejection(case, &rejection.to_string())
+            }
+            Err(other) => Err(format!("expected a rejection, got {other}")),
+        };
+    }
+    let id = submitted.map_err(|e| format!("submit: {e}"))?;
+    let report = engine
+        .wait(&id, Some(Duration::from_secs(30)))
+        .await
+        .map_err(|e| format!("wait: {e}"))?;
+    conformance::check_report(case, &report, SLACK_US)
+}

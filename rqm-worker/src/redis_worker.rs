@@ -1,0 +1,288 @@
+//! The Redis worker: takes ready jobs from its queues in batches, runs them
+//! with the shared executor, reports their outcomes in batches, renews the
+//! leases of what runs, and puts back what is due or lost.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use rqm_core::{Cancellation, Failure, JobResult, Path, Registry};
+use rqm_redis::{Begun, Completion, RedisEngine};
+use tokio::sync::{Semaphore, mpsc};
+
+use crate::exec;
+
+/// How a Redis worker runs.
+#[derive(Clone, Debug)]
+pub struct WorkerConfig {
+    /// The queues it takes jobs from, in order.
+    pub queues: Vec<String>,
+    /// Most attempts it runs at once.
+    pub concurrency: usize,
+    /// How long a lease lasts without renewal; a worker that stops renewing
+    /// (it died, or lost Redis) has its jobs put back after this.
+    pub lease: Duration,
+    /// Most jobs taken or reported in one round trip.
+    pub batch: usize,
+    /// Times a job may be lost with its worker before it fails for good.
+    pub max_lost: u32,
+    /// On shutdown, how long running jobs may take to finish.
+    pub grace: Duration,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            queues: vec![rqm_core::DEFAULT_QUEUE.to_owned()],
+            concurrency: 64,
+            lease: Duration::from_secs(30),
+            batch: 256,
+            max_lost: 3,
+            grace: Duration::from_secs(10),
+        }
+    }
+}
+
+type Running = Arc<Mutex<HashMap<(String, u32), Cancellation>>>;
+
+/// Runs a worker until `shutdown` completes; then stops taking jobs, lets
+/// running ones finish within the grace period, and hands back the leases of
+/// those that do not.
+pub async fn run(
+    engine: RedisEngine,
+    registry: &'static Registry,
+    config: WorkerConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), rqm_redis::Error> {
+    let permits = Arc::new(Semaphore::new(config.concurrency.max(1)));
+    let running: Running = Arc::default();
+    let (done_tx, done_rx) = mpsc::unbounded_channel::<(Begun, JobResult)>();
+    let reporter = tokio::spawn(report(engine.clone(), done_rx, config.batch));
+    let keeper = tokio::spawn(keep(engine.clone(), running.clone(), config.clone()));
+    let mut wake = engine.client().get_async_pubsub().await?;
+    for queue in &config.queues {
+        wake.subscribe(engine.keys().queue(queue)).await?;
+    }
+    let mut wake = wake.into_on_message();
+    tokio::pin!(shutdown);
+    loop {
+        let free = permits.available_permits();
+        if free == 0 {
+            tokio::select! {
+                () = &mut shutdown => break,
+                permit = permits.clone().acquire_owned() => drop(permit),
+            }
+            continue;
+        }
+        let mut taken = Vec::new();
+        for queue in &config.queues {
+            let want = free.min(config.batch) - taken.len();
+            if want == 0 {
+                break;
+            }
+            taken.extend(engine.take(queue, want, config.lease).await?);
+        }
+        if taken.is_empty() {
+            tokio::select! {
+                () = &mut shutdown => break,
+                _ = wake.next() => {}
+                // A wake-up lost in a reconnect costs at most this long.
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+            continue;
+        }
+        let mut by_project: HashMap<String, Vec<u32>> = HashMap::new();
+        for (id, node) in taken {
+            by_project.entry(id).or_default().push(node);
+        }
+        for (id, nodes) in by_project {
+            for begun in engine.begin(&id, &nodes).await? {
+                let permit = permits
+                    .clone()
+                    .try_acquire_owned()
+                    .expect("no more jobs were taken than permits were free");
+                let cancel = Cancellation::new();
+                running
+                    .lock()
+                    .expect("never poisoned")
+                    .insert((begun.project.clone(), begun.node), cancel.clone());
+                let (done, running) = (done_tx.clone(), running.clone());
+                tokio::spawn(async move {
+                    let outcome = execute(registry, &begun, cancel).await;
+                    running
+                        .lock()
+                        .expect("never poisoned")
+                        .remove(&(begun.project.clone(), begun.node));
+                    drop(permit);
+                    let _ = done.send((begun, outcome));
+                });
+            }
+        }
+    }
+    // Shutdown: no more jobs are taken; running ones get the grace period.
+    let all = config.concurrency.max(1) as u32;
+    let finished = tokio::time::timeout(config.grace, permits.acquire_many(all)).await;
+    if finished.is_err() {
+        let held: Vec<(String, u32)> = running
+            .lock()
+            .expect("never poisoned")
+            .keys()
+            .cloned()
+            .collect();
+        tracing::warn!(
+            jobs = held.len(),
+            "grace period over; handing back the leases of running jobs"
+        );
+        for cancel in running.lock().expect("never poisoned").values() {
+            cancel.cancel();
+        }
+        engine.renew(&held, Duration::ZERO).await?;
+    }
+    keeper.abort();
+    drop(done_tx);
+    let _ = reporter.await;
+    Ok(())
+}
+
+async fn execute(registry: &'static Registry, begun: &Begun, cancel: Cancellation) -> JobResult {
+    let path: Path = begun.job.path.parse().unwrap_or_default();
+    let span = tracing::info_span!(
+        "job",
+        project = %begun.project,
+        path = %begun.job.path,
+        function = %begun.job.func,
+        attempt = begun.attempt
+    );
+    let input = if begun.job.previous {
+        begun.input.clone()
+    } else {
+        begun.job.args.clone()
+    };
+    let run = exec::Run {
+        func: &begun.job.func,
+        attempt: begun.attempt,
+        project: Arc::from(begun.project.as_str()),
+        path,
+        input,
+        kwargs: begun.job.kwargs.clone(),
+        timeout: begun.job.timeout_ms.map(Duration::from_millis),
+    };
+    tracing::Instrument::instrument(exec::call(registry, run, cancel, None), span).await
+}
+
+/// What a failed attempt becomes, by the job's retries and `allow_failure`
+/// (SPEC 6), as rqm-core's state machine decides it.
+fn failure(begun: &Begun, failure: Failure) -> Completion {
+    if failure.retryable && begun.attempt <= begun.job.retries {
+        Completion::Retry {
+            backoff: begun.job.backoff().delay(begun.attempt),
+            error: failure.message,
+        }
+    } else if begun.job.allow_failure {
+        Completion::Allowed(failure.message)
+    } else {
+        Completion::Failed(failure.message)
+    }
+}
+
+/// Reports outcomes in batches, one round trip per project per batch; an
+/// outcome with appended nodes goes alone, as it must be compiled.
+async fn report(
+    engine: RedisEngine,
+    mut done: mpsc::UnboundedReceiver<(Begun, JobResult)>,
+    batch: usize,
+) {
+    while let Some(first) = done.recv().await {
+        let mut outcomes = vec![first];
+        while outcomes.len() < batch {
+            match done.try_recv() {
+                Ok(more) => outcomes.push(more),
+                Err(_) => break,
+            }
+        }
+        let mut by_project: HashMap<String, Vec<(u32, u32, Completion, String)>> = HashMap::new();
+        for (begun, outcome) in outcomes {
+            let completion = match outcome {
+                Ok(output) if !output.append.is_empty() => {
+                    let result = output.result.to_string();
+                    if let Err(e) = engine
+                        .complete_with_nodes(&begun, result, output.append)
+                        .await
+                    {
+                        tracing::error!(project = %begun.project, path = %begun.job.path, error = %e, "cannot report a completion");
+                    }
+                    continue;
+                }
+                Ok(output) => Completion::Finished(output.result.to_string()),
+                Err(f) => failure(&begun, f),
+            };
+            by_project.entry(begun.project.clone()).or_default().push((
+                begun.node,
+                begun.attempt,
+                completion,
+                begun.job.path.clone(),
+            ));
+        }
+        for (id, outcomes) in by_project {
+            match engine.complete(&id, &outcomes).await {
+                Ok(stale) if !stale.is_empty() => {
+                    tracing::info!(project = %id, nodes = ?stale, "reports for attempts no longer current were ignored");
+                }
+                Ok(_) => {}
+                Err(e) => tracing::error!(project = %id, error = %e, "cannot report completions"),
+            }
+        }
+    }
+}
+
+/// Renews leases, stops attempts of projects that ended, and puts back
+/// retries that are due and jobs whose lease expired.
+async fn keep(engine: RedisEngine, running: Running, config: WorkerConfig) {
+    let renew_every = (config.lease / 3).max(Duration::from_millis(10));
+    let mut last_renew = tokio::time::Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(50).min(renew_every));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(e) = engine.requeue_due(config.batch).await {
+            tracing::warn!(error = %e, "cannot requeue due retries");
+        }
+        if let Err(e) = engine.recover_expired(config.batch, config.max_lost).await {
+            tracing::warn!(error = %e, "cannot recover expired leases");
+        }
+        let held: Vec<((String, u32), Cancellation)> = running
+            .lock()
+            .expect("never poisoned")
+            .iter()
+            .map(|(k, c)| (k.clone(), c.clone()))
+            .collect();
+        if held.is_empty() {
+            continue;
+        }
+        let leases: Vec<(String, u32)> = held.iter().map(|(k, _)| k.clone()).collect();
+        if last_renew.elapsed() >= renew_every {
+            last_renew = tokio::time::Instant::now();
+            if let Err(e) = engine.renew(&leases, config.lease).await {
+                tracing::warn!(error = %e, "cannot renew leases");
+            }
+        }
+        let mut ids: Vec<String> = leases.iter().map(|(id, _)| id.clone()).collect();
+        ids.sort();
+        ids.dedup();
+        if let Ok(statuses) = engine.statuses(&ids).await {
+            let ended: Vec<&String> = ids
+                .iter()
+                .zip(statuses)
+                .filter(|(_, s)| s.as_deref() != Some("running"))
+                .map(|(id, _)| id)
+                .collect();
+            for ((id, _), cancel) in &held {
+                if ended.contains(&id) {
+                    cancel.cancel();
+                }
+            }
+        }
+    }
+}
