@@ -6,7 +6,10 @@ local why, max_lost = ARGV[2], tonumber(ARGV[3])
 for i = 4, #ARGV do
   local n = tonumber(ARGV[i])
   local rec = node_get(n)
-  if why == 'retry' and rec.state == S_RETRYING then
+  if why == 'lost' and rec.state == S_READY then
+    -- Taken from its queue but never begun: its worker died in between.
+    if RUNNING then on_job(n) end
+  elseif why == 'retry' and rec.state == S_RETRYING then
     if RUNNING then on_job(n) else set_state(n, S_FAILED) end
   elseif why == 'lost' and rec.state == S_RUNNING then
     local lost = rec.lost + 1

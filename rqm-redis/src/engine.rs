@@ -20,6 +20,9 @@ use crate::keys::{Keys, ProjectKeys};
 use crate::scripts::{APPEND, BEGIN, CANCEL, COMPLETE, DUE, OPEN, REQUEUE, TAKE};
 use crate::upload::{GraphUpload, NODE_BYTES, parse_tail, tail_text};
 
+/// The longest a reply may take.
+const SCRIPT_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Fields and bytes per pipelined write, to keep each command short.
 const FIELDS_PER_COMMAND: usize = 1000;
 const BYTES_PER_COMMAND: usize = 1 << 20;
@@ -151,7 +154,12 @@ impl RedisEngine {
         registry: Option<&'static Registry>,
     ) -> Result<RedisEngine, Error> {
         let client = config.client()?;
-        let mut conn = ConnectionManager::new(client.clone()).await?;
+        // Long scripts (opening a big project) may run past redis-rs's
+        // default of 500 ms; a timed-out reply would hide a step that did
+        // happen.
+        let manager =
+            redis::aio::ConnectionManagerConfig::new().set_response_timeout(Some(SCRIPT_TIMEOUT));
+        let mut conn = ConnectionManager::new_with_config(client.clone(), manager).await?;
         check_server(&mut conn, &config).await?;
         let keys = Keys::new(config.prefix.clone());
         Ok(RedisEngine {
@@ -171,7 +179,11 @@ impl RedisEngine {
 
     /// A connection of its own, for blocking commands.
     pub async fn dedicated(&self) -> Result<MultiplexedConnection, Error> {
-        Ok(self.client.get_multiplexed_async_connection().await?)
+        let config = redis::AsyncConnectionConfig::new().set_response_timeout(Some(SCRIPT_TIMEOUT));
+        Ok(self
+            .client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?)
     }
 
     /// The client, for subscriptions.

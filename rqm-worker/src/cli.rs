@@ -25,7 +25,11 @@ struct Cli {
 #[derive(Debug, Args)]
 struct RedisArgs {
     /// The Redis URL: redis://[user:password@]host:port[/db].
-    #[arg(long = "redis", env = "RQM_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    #[arg(
+        long = "redis",
+        env = "RQM_REDIS_URL",
+        default_value = "redis://127.0.0.1:6379"
+    )]
     url: String,
     /// The prefix of every key rqm writes.
     #[arg(long, env = "RQM_PREFIX", default_value = "rqm:")]
@@ -45,7 +49,12 @@ enum Command {
         #[command(flatten)]
         redis: RedisArgs,
         /// The queues to take jobs from, comma-separated, in order.
-        #[arg(long, env = "RQM_QUEUES", default_value = "default", value_delimiter = ',')]
+        #[arg(
+            long,
+            env = "RQM_QUEUES",
+            default_value = "default",
+            value_delimiter = ','
+        )]
         queues: Vec<String>,
         /// Most job attempts running at once.
         #[arg(long, env = "RQM_CONCURRENCY", default_value_t = 64)]
@@ -180,7 +189,10 @@ pub fn main_with(args: impl IntoIterator<Item = OsString>) -> ExitCode {
         }
         return ExitCode::SUCCESS;
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the tokio runtime: {e}");
@@ -301,7 +313,10 @@ async fn command(command: Command, registry: &'static Registry) -> Result<ExitCo
                         node.function.as_deref().unwrap_or("(group)"),
                         node.state,
                         node.attempts,
-                        node.error.as_deref().map(|e| format!("  error: {e}")).unwrap_or_default()
+                        node.error
+                            .as_deref()
+                            .map(|e| format!("  error: {e}"))
+                            .unwrap_or_default()
                     );
                 }
             }
@@ -339,7 +354,10 @@ async fn command(command: Command, registry: &'static Registry) -> Result<ExitCo
                     Ok(ExitCode::SUCCESS)
                 }
                 CancelOutcome::AlreadyEnded(status) => {
-                    println!("project {id} had already ended: {}; nothing changed", status.as_str());
+                    println!(
+                        "project {id} had already ended: {}; nothing changed",
+                        status.as_str()
+                    );
                     Ok(ExitCode::from(1))
                 }
             }
@@ -354,7 +372,12 @@ async fn command(command: Command, registry: &'static Registry) -> Result<ExitCo
     }
 }
 
-async fn wait_for(engine: &RedisEngine, id: &str, timeout: Option<f64>, json: bool) -> Result<Report, Fail> {
+async fn wait_for(
+    engine: &RedisEngine,
+    id: &str,
+    timeout: Option<f64>,
+    json: bool,
+) -> Result<Report, Fail> {
     let limit = timeout.map(Duration::from_secs_f64);
     let report = match engine.wait(id, limit).await {
         Ok(report) => report,
@@ -380,14 +403,15 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(term) => term,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM");
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

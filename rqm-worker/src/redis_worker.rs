@@ -61,11 +61,8 @@ pub async fn run(
     let (done_tx, done_rx) = mpsc::unbounded_channel::<(Begun, JobResult)>();
     let reporter = tokio::spawn(report(engine.clone(), done_rx, config.batch));
     let keeper = tokio::spawn(keep(engine.clone(), running.clone(), config.clone()));
-    let mut wake = engine.client().get_async_pubsub().await?;
-    for queue in &config.queues {
-        wake.subscribe(engine.keys().queue(queue)).await?;
-    }
-    let mut wake = wake.into_on_message();
+    let mut wake = subscribe(&engine, &config.queues).await;
+    let mut outage = Outage::default();
     tokio::pin!(shutdown);
     loop {
         let free = permits.available_permits();
@@ -76,20 +73,35 @@ pub async fn run(
             }
             continue;
         }
-        let mut taken = Vec::new();
-        for queue in &config.queues {
-            let want = free.min(config.batch) - taken.len();
-            if want == 0 {
-                break;
+        let taken = match take(&engine, &config, free).await {
+            Ok(taken) => {
+                outage.over();
+                taken
             }
-            taken.extend(engine.take(queue, want, config.lease).await?);
-        }
+            Err(e) => {
+                tokio::select! {
+                    () = &mut shutdown => break,
+                    () = outage.wait(&e) => {}
+                }
+                continue;
+            }
+        };
         if taken.is_empty() {
-            tokio::select! {
-                () = &mut shutdown => break,
-                _ = wake.next() => {}
-                // A wake-up lost in a reconnect costs at most this long.
-                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            let woken = match wake.as_mut() {
+                Some(stream) => tokio::select! {
+                    () = &mut shutdown => break,
+                    message = stream.next() => message.is_some(),
+                    // A wake-up lost in a reconnect costs at most this long.
+                    () = tokio::time::sleep(Duration::from_secs(1)) => true,
+                },
+                None => tokio::select! {
+                    () = &mut shutdown => break,
+                    () = tokio::time::sleep(Duration::from_millis(100)) => false,
+                },
+            };
+            if !woken {
+                // The subscription broke (Redis went away): subscribe again.
+                wake = subscribe(&engine, &config.queues).await;
             }
             continue;
         }
@@ -98,7 +110,15 @@ pub async fn run(
             by_project.entry(id).or_default().push(node);
         }
         for (id, nodes) in by_project {
-            for begun in engine.begin(&id, &nodes).await? {
+            let begun = match engine.begin(&id, &nodes).await {
+                Ok(begun) => begun,
+                Err(e) => {
+                    // Their leases expire and another worker takes the jobs.
+                    tracing::warn!(project = %id, error = %e, "cannot begin jobs");
+                    continue;
+                }
+            };
+            for begun in begun {
                 let permit = permits
                     .clone()
                     .try_acquire_owned()
@@ -144,6 +164,84 @@ pub async fn run(
     drop(done_tx);
     let _ = reporter.await;
     Ok(())
+}
+
+type Wake = std::pin::Pin<Box<dyn futures_util::Stream<Item = rqm_redis::redis::Msg> + Send>>;
+
+/// A subscription to the queues' wake-ups, or `None` while Redis is away.
+async fn subscribe(engine: &RedisEngine, queues: &[String]) -> Option<Wake> {
+    let mut pubsub = match engine.client().get_async_pubsub().await {
+        Ok(pubsub) => pubsub,
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot subscribe to wake-ups yet");
+            return None;
+        }
+    };
+    for queue in queues {
+        if pubsub.subscribe(engine.keys().queue(queue)).await.is_err() {
+            return None;
+        }
+    }
+    Some(Box::pin(pubsub.into_on_message()))
+}
+
+async fn take(
+    engine: &RedisEngine,
+    config: &WorkerConfig,
+    free: usize,
+) -> Result<Vec<(String, u32)>, rqm_redis::Error> {
+    let mut taken = Vec::new();
+    for queue in &config.queues {
+        let want = free.min(config.batch) - taken.len();
+        if want == 0 {
+            break;
+        }
+        taken.extend(engine.take(queue, want, config.lease).await?);
+    }
+    Ok(taken)
+}
+
+/// Waits between tries while Redis cannot be reached, logging once.
+#[derive(Default)]
+struct Outage {
+    tries: u32,
+}
+
+impl Outage {
+    async fn wait(&mut self, error: &rqm_redis::Error) {
+        if self.tries == 0 {
+            tracing::warn!(%error, "Redis cannot be reached; trying again");
+        }
+        self.tries += 1;
+        let ms = (50u64 << self.tries.min(5)).min(1000);
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+
+    fn over(&mut self) {
+        if self.tries > 0 {
+            tracing::info!(tries = self.tries, "Redis is back");
+        }
+        self.tries = 0;
+    }
+}
+
+/// Whether an error may pass: the connection, not the request, failed.
+fn is_transient(e: &rqm_redis::Error) -> bool {
+    matches!(e, rqm_redis::Error::Redis(r)
+        if r.is_io_error() || r.is_connection_dropped() || r.is_connection_refusal() || r.is_timeout())
+}
+
+/// Tries `step` again through an outage of up to about half a minute.
+async fn persist<T, F: std::future::Future<Output = Result<T, rqm_redis::Error>>>(
+    mut step: impl FnMut() -> F,
+) -> Result<T, rqm_redis::Error> {
+    let mut outage = Outage::default();
+    loop {
+        match step().await {
+            Err(e) if is_transient(&e) && outage.tries < 40 => outage.wait(&e).await,
+            other => return other,
+        }
+    }
 }
 
 async fn execute(registry: &'static Registry, begun: &Begun, cancel: Cancellation) -> JobResult {
@@ -207,10 +305,11 @@ async fn report(
             let completion = match outcome {
                 Ok(output) if !output.append.is_empty() => {
                     let result = output.result.to_string();
-                    if let Err(e) = engine
-                        .complete_with_nodes(&begun, result, output.append)
-                        .await
-                    {
+                    let applied = persist(|| {
+                        engine.complete_with_nodes(&begun, result.clone(), output.append.clone())
+                    })
+                    .await;
+                    if let Err(e) = applied {
                         tracing::error!(project = %begun.project, path = %begun.job.path, error = %e, "cannot report a completion");
                     }
                     continue;
@@ -226,7 +325,9 @@ async fn report(
             ));
         }
         for (id, outcomes) in by_project {
-            match engine.complete(&id, &outcomes).await {
+            // A report applies once, fenced by its attempt, so it can be sent
+            // again through an outage; past the lease another worker reruns.
+            match persist(|| engine.complete(&id, &outcomes)).await {
                 Ok(stale) if !stale.is_empty() => {
                     tracing::info!(project = %id, nodes = ?stale, "reports for attempts no longer current were ignored");
                 }

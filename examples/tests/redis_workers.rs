@@ -1,0 +1,219 @@
+//! The Redis engine across processes: the conformance cases with three
+//! `rqm-worker run` processes; workers killed with SIGKILL mid-project; and
+//! Redis itself killed and restarted mid-project with `appendonly yes`.
+//! Each test starts its own redis-server.
+
+use std::collections::HashMap;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rqm_core::testing::conformance;
+use rqm_core::{Node, Project, Report};
+use rqm_redis::redis;
+use rqm_redis::testing::RedisServer;
+use serde_json::{Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_rqm-worker");
+
+/// Worker processes, killed when dropped.
+struct Workers {
+    url: String,
+    children: Vec<Child>,
+}
+
+impl Workers {
+    fn start(url: &str, n: usize) -> Workers {
+        let mut workers = Workers {
+            url: url.to_owned(),
+            children: Vec::new(),
+        };
+        for _ in 0..n {
+            workers.add();
+        }
+        workers
+    }
+
+    fn add(&mut self) {
+        let child = Command::new(BIN)
+            .args([
+                "run",
+                "--redis",
+                &self.url,
+                "--lease-ms",
+                "600",
+                "--concurrency",
+                "16",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("a worker starts");
+        self.children.push(child);
+    }
+
+    /// Kills one worker with SIGKILL, as a crash would.
+    fn kill_one(&mut self) {
+        let mut child = self.children.remove(0);
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reaped");
+    }
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn submit(url: &str, project: &[u8], timeout_s: u32) -> (Option<i32>, Report, String) {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), project).unwrap();
+    let out = Command::new(BIN)
+        .args([
+            "submit",
+            "--redis",
+            url,
+            "--wait",
+            "--json",
+            "--timeout",
+            &timeout_s.to_string(),
+        ])
+        .arg(file.path())
+        .output()
+        .expect("submit runs");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let report = serde_json::from_str(stdout.lines().last().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("no report ({e}): {stdout}\n{stderr}"));
+    (out.status.code(), report, stderr)
+}
+
+#[test]
+fn every_case_on_three_worker_processes() {
+    let server = RedisServer::start();
+    let _workers = Workers::start(&server.url(), 3);
+    let dir = conformance::dir(env!("CARGO_MANIFEST_DIR"));
+    let mut failures = Vec::new();
+    for (name, case) in conformance::load(&dir) {
+        let (code, report, stderr) = submit(&server.url(), &case.project_json(), 30);
+        let outcome = if case.status == "rejected" {
+            if code == Some(2) && report.status == "rejected" {
+                conformance::check_rejection(&case, report.error.as_deref().unwrap_or_default())
+            } else {
+                Err(format!("exit {code:?}, status {}; {stderr}", report.status))
+            }
+        } else {
+            conformance::check_report(&case, &report, 40_000)
+        };
+        if let Err(e) = outcome {
+            failures.push(format!("{name}: {e}"));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{}\nredis log:\n{}",
+        failures.join("\n"),
+        server.log()
+    );
+}
+
+fn wide(jobs: usize, ms: u64) -> Project {
+    Project::new(vec![
+        Node::group(
+            (0..jobs)
+                .map(|_| Node::call("sleep_ms", json!(ms)))
+                .collect(),
+        ),
+        Node::after("sum"),
+    ])
+}
+
+/// How many times each node's completion was applied, from the events.
+fn finished_counts(url: &str, id: &str) -> HashMap<u32, usize> {
+    let client = redis::Client::open(url).unwrap();
+    let mut conn = client.get_connection().unwrap();
+    let entries: Vec<(String, HashMap<String, String>)> = redis::cmd("XRANGE")
+        .arg(format!("rqm:{{{id}}}:ev"))
+        .arg("-")
+        .arg("+")
+        .query(&mut conn)
+        .unwrap();
+    let mut counts = HashMap::new();
+    for (_, fields) in entries {
+        for change in fields.get("c").into_iter().flat_map(|c| c.split(' ')) {
+            if let Some(node) = change.strip_prefix("finished:") {
+                *counts.entry(node.parse().unwrap()).or_default() += 1;
+            }
+        }
+    }
+    counts
+}
+
+#[test]
+fn workers_killed_mid_run_lose_nothing() {
+    let server = RedisServer::start();
+    let mut workers = Workers::start(&server.url(), 3);
+    let project = serde_json::to_vec(&wide(2_000, 30)).unwrap();
+    let url = server.url();
+    let submitter = std::thread::spawn(move || submit(&url, &project, 120));
+    for _ in 0..3 {
+        std::thread::sleep(Duration::from_millis(400));
+        workers.kill_one();
+        workers.add();
+    }
+    let (code, report, stderr) = submitter.join().unwrap();
+    assert_eq!(
+        code,
+        Some(0),
+        "{stderr}\n{:?}\nlog:\n{}",
+        report.counts,
+        server.log()
+    );
+    assert_eq!(report.status, "finished");
+    let result = report.result.unwrap();
+    assert_eq!(
+        result[1],
+        json!(60_000),
+        "every sleep counted once in the sum"
+    );
+    assert_eq!(result[0].as_array().unwrap().len(), 2_000);
+    let id = stderr.split_whitespace().nth(1).unwrap().to_owned();
+    let counts = finished_counts(&server.url(), &id);
+    assert_eq!(
+        counts.len(),
+        2_000 + 1,
+        "every job finished: the group's 2,000 and the sum"
+    );
+    assert!(
+        counts.values().all(|&c| c == 1),
+        "a completion was applied twice"
+    );
+    let reran = report.nodes.iter().filter(|n| n.attempts > 1).count();
+    assert!(reran > 0, "no job was running when its worker was killed");
+}
+
+#[test]
+fn a_restarted_redis_loses_no_project() {
+    let mut server = RedisServer::start_with(&["--appendonly", "yes", "--appendfsync", "always"]);
+    let _workers = Workers::start(&server.url(), 3);
+    let project = serde_json::to_vec(&wide(300, 20)).unwrap();
+    let url = server.url();
+    let submitter = std::thread::spawn(move || submit(&url, &project, 120));
+    std::thread::sleep(Duration::from_millis(300));
+    let t = Instant::now();
+    server.restart();
+    eprintln!("redis restarted in {:?}", t.elapsed());
+    let (code, report, stderr) = submitter.join().unwrap();
+    assert_eq!(
+        code,
+        Some(0),
+        "{stderr}\n{:?}\nlog:\n{}",
+        report.counts,
+        server.log()
+    );
+    let result: Value = report.result.unwrap();
+    assert_eq!(result[1], json!(6_000));
+}
