@@ -24,15 +24,26 @@ fn embedded_and_redis_agree_on_random_trees() {
         ..Config::default()
     };
     let redis = runtime
-        .block_on(RedisEngine::connect(config, Limits::default(), Some(registry)))
+        .block_on(RedisEngine::connect(
+            config,
+            Limits::default(),
+            Some(registry),
+        ))
         .unwrap();
     let worker = redis.clone();
     runtime.spawn(async move {
-        rqm_worker::run_redis_worker(worker, registry, WorkerConfig::default(), std::future::pending())
-            .await
-            .expect("the worker runs");
+        rqm_worker::run_redis_worker(
+            worker,
+            registry,
+            WorkerConfig::default(),
+            std::future::pending(),
+        )
+        .await
+        .expect("the worker runs");
     });
-    let embedded = runtime.block_on(async { Engine::new(EngineConfig::default()) }).unwrap();
+    let embedded = runtime
+        .block_on(async { Engine::new(EngineConfig::default()) })
+        .unwrap();
     let mut runner = TestRunner::new(ProptestConfig {
         cases: 48,
         failure_persistence: None,
@@ -40,9 +51,16 @@ fn embedded_and_redis_agree_on_random_trees() {
     });
     let outcome = runner.run(&strategies::project(true), |project| {
         let (local, remote) = runtime.block_on(async {
-            let local = embedded.submit(project.clone()).expect("valid").wait().await;
+            let local = embedded
+                .submit(project.clone())
+                .expect("valid")
+                .wait()
+                .await;
             let id = redis.submit(project.clone()).await.expect("valid");
-            let remote = redis.wait(&id, Some(Duration::from_secs(60))).await.expect("ends");
+            let remote = redis
+                .wait(&id, Some(Duration::from_secs(60)))
+                .await
+                .expect("ends");
             (local, remote)
         });
         prop_assert_eq!(&local.status, &remote.status);

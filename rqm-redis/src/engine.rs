@@ -17,7 +17,7 @@ use serde_json::{Map, Value};
 use crate::config::{Config, check_server};
 use crate::error::Error;
 use crate::keys::{Keys, ProjectKeys};
-use crate::scripts::{APPEND, BEGIN, CANCEL, COMPLETE, DUE, OPEN, REQUEUE, TAKE};
+use crate::scripts::{APPEND, BEGIN, CANCEL, COMPLETE, CORRUPT, DUE, OPEN, REQUEUE, TAKE};
 use crate::upload::{GraphUpload, NODE_BYTES, parse_tail, tail_text};
 
 /// The longest a reply may take.
@@ -587,6 +587,23 @@ impl RedisEngine {
         Ok(entries.len())
     }
 
+    /// Fails a project whose stored state could not be read (`error` says
+    /// what), so that it ends instead of its jobs going round; other projects
+    /// are not touched. Returns `false` if the failure could not be recorded.
+    pub async fn fail_corrupt(&self, id: &str, error: &str) -> Result<bool, Error> {
+        let pk = self.keys.project(id);
+        let mut conn = self.conn.clone();
+        let outcome: String = CORRUPT
+            .key(pk.key("meta"))
+            .key(pk.key("ev"))
+            .arg(format!(
+                "the project's stored state is corrupt, so it was stopped: {error}"
+            ))
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(outcome != "unrecorded")
+    }
+
     /// The statuses of projects, `None` for one that no longer exists.
     pub async fn statuses(&self, ids: &[String]) -> Result<Vec<Option<String>>, Error> {
         let mut pipe = redis::pipe();
@@ -659,21 +676,37 @@ impl RedisEngine {
     pub async fn status(&self, id: &str) -> Result<Report, Error> {
         let pk = self.keys.project(id);
         let mut conn = self.conn.clone();
-        type Fetched = (
-            HashMap<String, String>,
-            Vec<u8>,
-            HashMap<u32, String>,
-            HashMap<u32, String>,
-            Option<String>,
-        );
-        let (meta, nd, jobs, errors, root): Fetched = redis::pipe()
-            .hgetall(pk.key("meta"))
-            .get(pk.key("nd"))
-            .hgetall(pk.key("jb"))
-            .hgetall(pk.key("er"))
-            .hget(pk.key("rs"), 0)
+        let meta: HashMap<String, String> = redis::cmd("HGETALL")
+            .arg(pk.key("meta"))
             .query_async(&mut conn)
-            .await?;
+            .await
+            .map_err(|e| Error::Corrupt {
+                what: format!("the meta key of project {id}"),
+                reason: e.to_string(),
+            })?;
+        // A part that does not read (a key tampered with) is left out, so
+        // that the status still says what it can.
+        let nd: Vec<u8> = redis::cmd("GET")
+            .arg(pk.key("nd"))
+            .query_async(&mut conn)
+            .await
+            .unwrap_or_default();
+        let jobs: HashMap<u32, String> = redis::cmd("HGETALL")
+            .arg(pk.key("jb"))
+            .query_async(&mut conn)
+            .await
+            .unwrap_or_default();
+        let errors: HashMap<u32, String> = redis::cmd("HGETALL")
+            .arg(pk.key("er"))
+            .query_async(&mut conn)
+            .await
+            .unwrap_or_default();
+        let root: Option<String> = redis::cmd("HGET")
+            .arg(pk.key("rs"))
+            .arg(0)
+            .query_async(&mut conn)
+            .await
+            .unwrap_or_default();
         let Some(status) = meta.get("status").cloned() else {
             return Err(Error::NoProject(id.to_owned()));
         };
@@ -745,13 +778,15 @@ impl RedisEngine {
             _ => None,
         };
         let (failed_path, error) = if status == "failed" {
-            let path = meta.get("failed_path").cloned();
-            let error = format!(
-                "job {} ({}) failed: {}",
-                path.as_deref().unwrap_or("?"),
-                meta.get("failed_function").map_or("?", String::as_str),
-                meta.get("error").map_or("", String::as_str)
-            );
+            let path = meta.get("failed_path").cloned().filter(|p| !p.is_empty());
+            let message = meta.get("error").map_or("", String::as_str);
+            let error = match &path {
+                Some(path) => format!(
+                    "job {path} ({}) failed: {message}",
+                    meta.get("failed_function").map_or("?", String::as_str)
+                ),
+                None => message.to_owned(),
+            };
             (path, Some(error))
         } else {
             (None, None)
@@ -773,7 +808,7 @@ impl RedisEngine {
         let mut conn = self.dedicated().await?;
         let deadline = limit.map(|l| tokio::time::Instant::now() + l);
         let mut last: String = {
-            let newest: Vec<(String, HashMap<String, String>)> = redis::cmd("XREVRANGE")
+            let newest: Vec<StreamEntry> = redis::cmd("XREVRANGE")
                 .arg(pk.key("ev"))
                 .arg("+")
                 .arg("-")
@@ -816,17 +851,16 @@ impl RedisEngine {
                 }
                 None => 1000,
             };
-            let reply: Option<Vec<(String, Vec<(String, HashMap<String, String>)>)>> =
-                redis::cmd("XREAD")
-                    .arg("COUNT")
-                    .arg(1000)
-                    .arg("BLOCK")
-                    .arg(block_ms)
-                    .arg("STREAMS")
-                    .arg(pk.key("ev"))
-                    .arg(&last)
-                    .query_async(&mut conn)
-                    .await?;
+            let reply: Option<Vec<(String, Vec<StreamEntry>)>> = redis::cmd("XREAD")
+                .arg("COUNT")
+                .arg(1000)
+                .arg("BLOCK")
+                .arg(block_ms)
+                .arg("STREAMS")
+                .arg(pk.key("ev"))
+                .arg(&last)
+                .query_async(&mut conn)
+                .await?;
             if let Some(streams) = reply {
                 for (_, entries) in streams {
                     if let Some((newest, _)) = entries.last() {
@@ -837,6 +871,9 @@ impl RedisEngine {
         }
     }
 }
+
+/// An entry of a project's event stream: its id and fields.
+type StreamEntry = (String, HashMap<String, String>);
 
 fn split_entry(entry: &str) -> Option<(String, u32)> {
     let (id, node) = entry.rsplit_once(':')?;

@@ -50,3 +50,6 @@ pub(crate) static TAKE: LazyLock<Script> =
 /// Takes due entries of a sorted set.
 pub(crate) static DUE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../lua/due.lua")));
+/// Fails a project whose stored state is corrupt.
+pub(crate) static CORRUPT: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../lua/corrupt.lua")));

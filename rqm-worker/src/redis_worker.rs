@@ -112,9 +112,13 @@ pub async fn run(
         for (id, nodes) in by_project {
             let begun = match engine.begin(&id, &nodes).await {
                 Ok(begun) => begun,
-                Err(e) => {
+                Err(e) if is_transient(&e) => {
                     // Their leases expire and another worker takes the jobs.
                     tracing::warn!(project = %id, error = %e, "cannot begin jobs");
+                    continue;
+                }
+                Err(e) => {
+                    corrupt(&engine, &id, &e).await;
                     continue;
                 }
             };
@@ -225,6 +229,19 @@ impl Outage {
     }
 }
 
+/// Stops a project whose state cannot be read, and says so; the worker goes
+/// on serving the others.
+async fn corrupt(engine: &RedisEngine, id: &str, error: &rqm_redis::Error) {
+    tracing::error!(project = %id, %error, "the project's stored state is corrupt; failing it");
+    match engine.fail_corrupt(id, &error.to_string()).await {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::error!(project = %id, "the failure cannot be recorded: the project's meta key is not rqm's")
+        }
+        Err(e) => tracing::error!(project = %id, error = %e, "cannot record the failure"),
+    }
+}
+
 /// Whether an error may pass: the connection, not the request, failed.
 fn is_transient(e: &rqm_redis::Error) -> bool {
     matches!(e, rqm_redis::Error::Redis(r)
@@ -309,8 +326,12 @@ async fn report(
                         engine.complete_with_nodes(&begun, result.clone(), output.append.clone())
                     })
                     .await;
-                    if let Err(e) = applied {
-                        tracing::error!(project = %begun.project, path = %begun.job.path, error = %e, "cannot report a completion");
+                    match applied {
+                        Ok(_) => {}
+                        Err(e) if is_transient(&e) => {
+                            tracing::error!(project = %begun.project, path = %begun.job.path, error = %e, "cannot report a completion");
+                        }
+                        Err(e) => corrupt(&engine, &begun.project, &e).await,
                     }
                     continue;
                 }
@@ -332,7 +353,10 @@ async fn report(
                     tracing::info!(project = %id, nodes = ?stale, "reports for attempts no longer current were ignored");
                 }
                 Ok(_) => {}
-                Err(e) => tracing::error!(project = %id, error = %e, "cannot report completions"),
+                Err(e) if is_transient(&e) => {
+                    tracing::error!(project = %id, error = %e, "cannot report completions");
+                }
+                Err(e) => corrupt(&engine, &id, &e).await,
             }
         }
     }

@@ -1,0 +1,116 @@
+//! Bad input on the Redis engine: refused with a clear error and nothing
+//! stored; a project whose keys were tampered with fails alone, with a clear
+//! error, while the worker serves the others.
+
+use std::time::Duration;
+
+use examples::library::{simple_task, sleep_ms};
+use rqm_core::{Limits, Registry, project};
+use rqm_redis::testing::RedisServer;
+use rqm_redis::{Config, Error, RedisEngine, redis};
+use rqm_worker::WorkerConfig;
+
+async fn setup(server: &RedisServer) -> RedisEngine {
+    examples::library::link();
+    let registry = Registry::global().unwrap();
+    let config = Config {
+        url: server.url(),
+        ..Config::default()
+    };
+    let limits = Limits {
+        max_bytes: 4096,
+        ..Limits::default()
+    };
+    let engine = RedisEngine::connect(config, limits, Some(registry))
+        .await
+        .unwrap();
+    let worker = engine.clone();
+    tokio::spawn(async move {
+        rqm_worker::run_redis_worker(
+            worker,
+            registry,
+            WorkerConfig::default(),
+            std::future::pending(),
+        )
+        .await
+        .expect("the worker runs");
+    });
+    engine
+}
+
+async fn dbsize(conn: &mut redis::aio::MultiplexedConnection) -> i64 {
+    redis::cmd("DBSIZE").query_async(conn).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_input_stores_nothing() {
+    let server = RedisServer::start();
+    let engine = setup(&server).await;
+    let mut conn = engine.dedicated().await.unwrap();
+    let before = dbsize(&mut conn).await;
+    let oversize = format!(
+        r#"{{"jobs": [{{"func": "echo", "args": "{}"}}]}}"#,
+        "x".repeat(5000)
+    );
+    let cases: [(&[u8], &str); 4] = [
+        (b"{\"jobs\": [", "invalid JSON"),
+        (
+            br#"{"jobs": [{"func": "noSuchJob", "args": 1}]}"#,
+            "no worker registers a function named `noSuchJob`",
+        ),
+        (
+            br#"{"jobs": [{"func": "simpleTask", "args": "seven"}]}"#,
+            "the input does not fit `simpleTask`",
+        ),
+        (
+            oversize.as_bytes(),
+            "more than the configured limit of 4096 bytes",
+        ),
+    ];
+    for (json, expected) in cases {
+        match engine.submit_json(json).await {
+            Err(Error::Rejected(r)) => assert!(r.to_string().contains(expected), "{r}"),
+            other => panic!("expected a rejection naming {expected:?}, got {other:?}"),
+        }
+        assert_eq!(
+            dbsize(&mut conn).await,
+            before,
+            "a refused project stored keys"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tampered_project_fails_alone() {
+    let server = RedisServer::start();
+    let engine = setup(&server).await;
+    let broken = engine
+        .submit(project![blocking sleep_ms(300), simple_task(1)])
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut conn = engine.dedicated().await.unwrap();
+    let jobs = engine.keys().project(&broken).key("jb");
+    let () = redis::pipe()
+        .del(&jobs)
+        .set(&jobs, "not a hash")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let fine = engine.submit(project![simple_task(21)]).await.unwrap();
+    let report = engine
+        .wait(&fine, Some(Duration::from_secs(10)))
+        .await
+        .unwrap();
+    assert_eq!(report.result, Some(serde_json::json!([42])));
+    let report = engine
+        .wait(&broken, Some(Duration::from_secs(10)))
+        .await
+        .unwrap();
+    assert_eq!(report.status, "failed");
+    let error = report.error.unwrap_or_default();
+    assert!(
+        error.contains("corrupt") && error.contains("WRONGTYPE"),
+        "{error}"
+    );
+}
