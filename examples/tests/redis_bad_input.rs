@@ -114,3 +114,37 @@ async fn a_tampered_project_fails_alone() {
         "{error}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ended_projects_expire_after_their_retention() {
+    let server = RedisServer::start();
+    examples::library::link();
+    let registry = Registry::global().unwrap();
+    let config = Config {
+        url: server.url(),
+        retention: Duration::from_secs(1),
+        ..Config::default()
+    };
+    let engine = RedisEngine::connect(config, Limits::default(), Some(registry))
+        .await
+        .unwrap();
+    let worker = engine.clone();
+    tokio::spawn(async move {
+        rqm_worker::run_redis_worker(
+            worker,
+            registry,
+            WorkerConfig::default(),
+            std::future::pending(),
+        )
+        .await
+        .expect("the worker runs");
+    });
+    let id = engine.submit(project![simple_task(1)]).await.unwrap();
+    let report = engine
+        .wait(&id, Some(Duration::from_secs(10)))
+        .await
+        .unwrap();
+    assert_eq!(report.status, "finished");
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert!(matches!(engine.status(&id).await, Err(Error::NoProject(_))));
+}

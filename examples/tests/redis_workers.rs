@@ -217,3 +217,120 @@ fn a_restarted_redis_loses_no_project() {
     let result: Value = report.result.unwrap();
     assert_eq!(result[1], json!(6_000));
 }
+
+#[test]
+fn an_acl_user_with_a_password_runs_projects() {
+    let server = RedisServer::start();
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut conn = client.get_connection().unwrap();
+    let () = redis::cmd("ACL")
+        .arg(&[
+            "SETUSER",
+            "rqmworker",
+            "on",
+            ">s3cret",
+            "~rqm:*",
+            "&rqm:*",
+            "+@all",
+        ])
+        .query(&mut conn)
+        .unwrap();
+    let url = format!("redis://rqmworker:s3cret@127.0.0.1:{}", server.port());
+    let _workers = Workers::start(&url, 1);
+    let project = br#"{"jobs": [{"func": "simpleTask", "args": 4}]}"#;
+    let (code, report, stderr) = submit(&url, project, 30);
+    assert_eq!(
+        (code, report.result),
+        (Some(0), Some(json!([8]))),
+        "{stderr}"
+    );
+    let wrong = format!("redis://rqmworker:nope@127.0.0.1:{}", server.port());
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), project).unwrap();
+    let out = Command::new(BIN)
+        .args(["submit", "--redis", &wrong])
+        .arg(file.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.to_lowercase().contains("authentication failed"),
+        "{stderr}"
+    );
+}
+
+fn signal(child: &Child, name: &str) {
+    let status = Command::new("kill")
+        .args([name, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn sigterm_lets_running_jobs_finish_or_hands_them_back() {
+    let server = RedisServer::start();
+    let url = server.url();
+    // A patient worker: its running job finishes within the grace period.
+    let mut patient = Command::new(BIN)
+        .args(["run", "--redis", &url, "--grace-s", "10"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let project = br#"{"jobs": [{"func": "sleep_ms", "args": 800}]}"#.to_vec();
+    let submitter = {
+        let url = url.clone();
+        let project = project.clone();
+        std::thread::spawn(move || submit(&url, &project, 60))
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    signal(&patient, "-TERM");
+    let status = patient.wait().unwrap();
+    assert!(status.success(), "the worker exits cleanly: {status}");
+    let (code, report, stderr) = submitter.join().unwrap();
+    assert_eq!(
+        (code, report.node("0").map(|n| n.attempts)),
+        (Some(0), Some(1)),
+        "{stderr}"
+    );
+
+    // An impatient one: the job outlasts the grace period, so its lease is
+    // handed back and another worker runs it again.
+    let mut impatient = Command::new(BIN)
+        .args([
+            "run",
+            "--redis",
+            &url,
+            "--grace-s",
+            "0.1",
+            "--lease-ms",
+            "600",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let submitter = {
+        let url = url.clone();
+        std::thread::spawn(move || submit(&url, &project, 60))
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let t = Instant::now();
+    signal(&impatient, "-INT");
+    assert!(impatient.wait().unwrap().success());
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "the grace period was kept: {:?}",
+        t.elapsed()
+    );
+    let _rescuer = Workers::start(&url, 1);
+    let (code, report, stderr) = submitter.join().unwrap();
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(
+        report.node("0").map(|n| n.attempts),
+        Some(2),
+        "the handed-back job ran again"
+    );
+}

@@ -606,6 +606,9 @@ impl RedisEngine {
 
     /// The statuses of projects, `None` for one that no longer exists.
     pub async fn statuses(&self, ids: &[String]) -> Result<Vec<Option<String>>, Error> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut pipe = redis::pipe();
         for id in ids {
             pipe.hget(self.keys.project(id).key("meta"), "status");

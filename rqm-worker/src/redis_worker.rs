@@ -148,25 +148,27 @@ pub async fn run(
     // Shutdown: no more jobs are taken; running ones get the grace period.
     let all = config.concurrency.max(1) as u32;
     let finished = tokio::time::timeout(config.grace, permits.acquire_many(all)).await;
-    if finished.is_err() {
-        let held: Vec<(String, u32)> = running
-            .lock()
-            .expect("never poisoned")
-            .keys()
-            .cloned()
-            .collect();
-        tracing::warn!(
-            jobs = held.len(),
-            "grace period over; handing back the leases of running jobs"
-        );
-        for cancel in running.lock().expect("never poisoned").values() {
-            cancel.cancel();
-        }
-        engine.renew(&held, Duration::ZERO).await?;
-    }
     keeper.abort();
-    drop(done_tx);
-    let _ = reporter.await;
+    if finished.is_ok() {
+        // Every attempt has ended: send the last reports before leaving.
+        drop(done_tx);
+        let _ = reporter.await;
+        return Ok(());
+    }
+    // The rest are handed back, their attempts left unreported: their leases
+    // expire now, and another worker runs them again.
+    let held: Vec<(String, u32)> = running
+        .lock()
+        .expect("never poisoned")
+        .keys()
+        .cloned()
+        .collect();
+    tracing::warn!(
+        jobs = held.len(),
+        "grace period over; handing back the leases of running jobs"
+    );
+    reporter.abort();
+    engine.renew(&held, Duration::ZERO).await?;
     Ok(())
 }
 
