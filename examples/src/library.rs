@@ -129,3 +129,10 @@ pub fn flaky(n: u32, ctx: &JobContext) -> Result<u32, String> {
 /// `#[job]` registrations only from code a binary references.
 #[inline(never)]
 pub fn link() {}
+
+/// Ends the worker process that runs it, at once: a job whose runs kill
+/// their worker, for crash tests. Not one of SPEC 9's.
+#[job]
+pub fn exit_worker(code: i32) {
+    std::process::exit(code)
+}

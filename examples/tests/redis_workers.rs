@@ -18,13 +18,19 @@ const BIN: &str = env!("CARGO_BIN_EXE_rqm-worker");
 /// Worker processes, killed when dropped.
 struct Workers {
     url: String,
+    extra: Vec<String>,
     children: Vec<Child>,
 }
 
 impl Workers {
     fn start(url: &str, n: usize) -> Workers {
+        Workers::start_with(url, n, &[])
+    }
+
+    fn start_with(url: &str, n: usize, extra: &[&str]) -> Workers {
         let mut workers = Workers {
             url: url.to_owned(),
+            extra: extra.iter().map(|a| (*a).to_owned()).collect(),
             children: Vec::new(),
         };
         for _ in 0..n {
@@ -44,6 +50,7 @@ impl Workers {
                 "--concurrency",
                 "16",
             ])
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -69,6 +76,15 @@ impl Drop for Workers {
 }
 
 fn submit(url: &str, project: &[u8], timeout_s: u32) -> (Option<i32>, Report, String) {
+    submit_with(url, project, timeout_s, &[])
+}
+
+fn submit_with(
+    url: &str,
+    project: &[u8],
+    timeout_s: u32,
+    extra: &[&str],
+) -> (Option<i32>, Report, String) {
     let file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(file.path(), project).unwrap();
     let out = Command::new(BIN)
@@ -81,6 +97,7 @@ fn submit(url: &str, project: &[u8], timeout_s: u32) -> (Option<i32>, Report, St
             "--timeout",
             &timeout_s.to_string(),
         ])
+        .args(extra)
         .arg(file.path())
         .output()
         .expect("submit runs");
@@ -332,5 +349,148 @@ fn sigterm_lets_running_jobs_finish_or_hands_them_back() {
         report.node("0").map(|n| n.attempts),
         Some(2),
         "the handed-back job ran again"
+    );
+}
+
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl runs (Debian: apt-get install -y openssl)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn rediss_with_a_private_ca() {
+    let certs = tempfile::tempdir().unwrap();
+    let d = certs.path();
+    openssl(
+        d,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=rqm test CA",
+        ],
+    );
+    openssl(
+        d,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+    );
+    std::fs::write(d.join("ext.cnf"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    openssl(
+        d,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+        ],
+    );
+    let tls_port = rqm_redis::testing::free_port().to_string();
+    let path = |f: &str| d.join(f).to_string_lossy().into_owned();
+    let server = RedisServer::start_with(&[
+        "--tls-port",
+        &tls_port,
+        "--tls-cert-file",
+        &path("server.crt"),
+        "--tls-key-file",
+        &path("server.key"),
+        "--tls-ca-cert-file",
+        &path("ca.crt"),
+        "--tls-auth-clients",
+        "no",
+    ]);
+    let url = format!("rediss://127.0.0.1:{tls_port}");
+    let ca = path("ca.crt");
+    let _workers = Workers::start_with(&url, 1, &["--tls-ca", &ca]);
+    let project = br#"{"jobs": [{"func": "simpleTask", "args": 5}]}"#;
+    let (code, report, stderr) = submit_with(&url, project, 30, &["--tls-ca", &ca]);
+    assert_eq!(
+        (code, report.result),
+        (Some(0), Some(json!([10]))),
+        "{stderr}\nlog:\n{}",
+        server.log()
+    );
+    // Without the CA, the server's certificate is not trusted.
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), project).unwrap();
+    let out = Command::new(BIN)
+        .args(["submit", "--redis", &url])
+        .arg(file.path())
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_job_that_keeps_killing_its_workers_is_given_up() {
+    let server = RedisServer::start();
+    let mut workers = Workers::start(&server.url(), 1);
+    let url = server.url();
+    let submitter = std::thread::spawn(move || {
+        submit(&url, br#"{"jobs": [{"func": "exit_worker", "args": 3, "blocking": true}, {"func": "simpleTask", "args": 1}]}"#, 60)
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !submitter.is_finished() && Instant::now() < deadline {
+        if let Ok(Some(_)) = workers.children[0].try_wait() {
+            workers.children.remove(0);
+            workers.add();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (code, report, stderr) = submitter.join().unwrap();
+    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(report.failed_path.as_deref(), Some("0"));
+    let error = report.error.clone().unwrap_or_default();
+    assert!(
+        error.contains("lost 4 times") && error.contains("given up after 3 recoveries"),
+        "{error}"
+    );
+    assert_eq!(
+        report.node("1").and_then(|n| n.started_us),
+        None,
+        "nothing after the barrier started"
     );
 }

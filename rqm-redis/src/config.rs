@@ -1,5 +1,6 @@
 //! Where Redis is and how rqm uses it.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use redis::aio::ConnectionLike;
@@ -15,6 +16,9 @@ pub struct Config {
     pub prefix: String,
     /// How long a finished project's keys live (default 7 days).
     pub retention: Duration,
+    /// For `rediss://`: a PEM file of the CA to trust instead of the
+    /// system's roots (a private CA or a self-signed server).
+    pub tls_ca: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -23,6 +27,7 @@ impl Default for Config {
             url: "redis://127.0.0.1:6379".to_owned(),
             prefix: "rqm:".to_owned(),
             retention: Duration::from_secs(7 * 24 * 3600),
+            tls_ca: None,
         }
     }
 }
@@ -39,7 +44,29 @@ impl Config {
                 ),
             });
         }
-        Ok(redis::Client::open(self.url.as_str())?)
+        match &self.tls_ca {
+            None => Ok(redis::Client::open(self.url.as_str())?),
+            Some(path) => {
+                if !self.url.starts_with("rediss://") {
+                    return Err(Error::Config {
+                        name: "tls_ca",
+                        reason: format!(
+                            "a CA is given, but {} is not a rediss:// URL",
+                            self.redacted_url()
+                        ),
+                    });
+                }
+                let root_cert = std::fs::read(path).map_err(|e| Error::Config {
+                    name: "tls_ca",
+                    reason: format!("cannot read {}: {e}", path.display()),
+                })?;
+                let certs = redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(root_cert),
+                };
+                Ok(redis::Client::build_with_tls(self.url.as_str(), certs)?)
+            }
+        }
     }
 
     /// The URL with any password hidden, for messages and logs.

@@ -40,6 +40,9 @@ struct RedisArgs {
     /// Most nodes a project may have.
     #[arg(long, env = "RQM_MAX_NODES", default_value_t = Limits::default().max_nodes)]
     max_nodes: usize,
+    /// For rediss://, a PEM file of the CA to trust instead of the system's.
+    #[arg(long, env = "RQM_TLS_CA")]
+    tls_ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -213,6 +216,7 @@ async fn connect(args: RedisArgs, registry: &'static Registry) -> Result<RedisEn
         url: args.url,
         prefix: args.prefix,
         retention: Duration::from_secs(args.retention_s),
+        tls_ca: args.tls_ca,
     };
     let limits = Limits {
         max_nodes: args.max_nodes,
