@@ -475,7 +475,8 @@ fn a_job_that_keeps_killing_its_workers_is_given_up() {
     let deadline = Instant::now() + Duration::from_secs(30);
     while !submitter.is_finished() && Instant::now() < deadline {
         if let Ok(Some(_)) = workers.children[0].try_wait() {
-            workers.children.remove(0);
+            let mut dead = workers.children.remove(0);
+            let _ = dead.wait();
             workers.add();
         }
         std::thread::sleep(Duration::from_millis(50));
