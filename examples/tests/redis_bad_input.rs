@@ -10,11 +10,12 @@ use rqm_redis::testing::RedisServer;
 use rqm_redis::{Config, Error, RedisEngine, redis};
 use rqm_worker::WorkerConfig;
 
-async fn setup(server: &RedisServer) -> RedisEngine {
+async fn setup(server: &RedisServer, retention: Duration) -> RedisEngine {
     examples::library::link();
     let registry = Registry::global().unwrap();
     let config = Config {
         url: server.url(),
+        retention,
         ..Config::default()
     };
     let limits = Limits {
@@ -38,6 +39,8 @@ async fn setup(server: &RedisServer) -> RedisEngine {
     engine
 }
 
+const WEEK: Duration = Duration::from_secs(7 * 24 * 3600);
+
 async fn dbsize(conn: &mut redis::aio::MultiplexedConnection) -> i64 {
     redis::cmd("DBSIZE").query_async(conn).await.unwrap()
 }
@@ -45,7 +48,7 @@ async fn dbsize(conn: &mut redis::aio::MultiplexedConnection) -> i64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_input_stores_nothing() {
     let server = RedisServer::start();
-    let engine = setup(&server).await;
+    let engine = setup(&server, WEEK).await;
     let mut conn = engine.dedicated().await.unwrap();
     let before = dbsize(&mut conn).await;
     let oversize = format!(
@@ -83,7 +86,7 @@ async fn refused_input_stores_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tampered_project_fails_alone() {
     let server = RedisServer::start();
-    let engine = setup(&server).await;
+    let engine = setup(&server, WEEK).await;
     let broken = engine
         .submit(project![blocking sleep_ms(300), simple_task(1)])
         .await
@@ -118,27 +121,7 @@ async fn a_tampered_project_fails_alone() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ended_projects_expire_after_their_retention() {
     let server = RedisServer::start();
-    examples::library::link();
-    let registry = Registry::global().unwrap();
-    let config = Config {
-        url: server.url(),
-        retention: Duration::from_secs(1),
-        ..Config::default()
-    };
-    let engine = RedisEngine::connect(config, Limits::default(), Some(registry))
-        .await
-        .unwrap();
-    let worker = engine.clone();
-    tokio::spawn(async move {
-        rqm_worker::run_redis_worker(
-            worker,
-            registry,
-            WorkerConfig::default(),
-            std::future::pending(),
-        )
-        .await
-        .expect("the worker runs");
-    });
+    let engine = setup(&server, Duration::from_secs(1)).await;
     let id = engine.submit(project![simple_task(1)]).await.unwrap();
     let report = engine
         .wait(&id, Some(Duration::from_secs(10)))

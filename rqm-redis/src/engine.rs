@@ -20,6 +20,9 @@ use crate::keys::{Keys, ProjectKeys};
 use crate::scripts::{APPEND, BEGIN, CANCEL, COMPLETE, CORRUPT, DUE, OPEN, REQUEUE, TAKE};
 use crate::upload::{GraphUpload, NODE_BYTES, parse_tail, tail_text};
 
+/// Tries of an append whose list keeps changing under it.
+const APPEND_TRIES: usize = 1000;
+
 /// The longest a reply may take.
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -410,7 +413,9 @@ impl RedisEngine {
     ) -> Result<bool, Error> {
         let id = &begun.project;
         let pk = self.keys.project(id);
-        loop {
+        // Another job of the list may append at the same time: compile again
+        // against the new tail. Each try that loses, loses to a commit.
+        for _ in 0..APPEND_TRIES {
             let mut conn = self.conn.clone();
             let parent_path: Path = begun.job.path.parse::<Path>().map_err(|e| Error::Corrupt {
                 what: format!("the path of job {} of project {id}", begun.node),
@@ -528,6 +533,13 @@ impl RedisEngine {
                 _ => continue,
             }
         }
+        Err(Error::Corrupt {
+            what: format!(
+                "the list that job {} of project {id} appends to",
+                begun.node
+            ),
+            reason: format!("its tail changed under {APPEND_TRIES} tries in a row"),
+        })
     }
 
     /// Extends the leases of attempts still running.

@@ -1,8 +1,12 @@
-//! The Redis engine of rqm. This crate holds, so far, what every part of it
-//! stands on: the connection settings and the server check, the key layout,
-//! and a private `redis-server` for tests (feature `testing`). The Lua
-//! transitions of the counter graph that `rqm-core` compiles, submit, fetch
-//! with leases, results and events build on these.
+//! The Redis engine of rqm: projects run by many worker processes on many
+//! machines that share one Redis.
+//!
+//! [`RedisEngine`] is the client (submit, status, wait, cancel, list) and the
+//! transport the worker loop of `rqm-worker` calls (take, begin, complete,
+//! renew, requeue). A project is compiled by `rqm-core` into a counter graph
+//! and stored under one hash tag; every transition is a Lua script
+//! (`lua/`) of generic graph operations, fenced by the attempt number. See
+//! the README's "Running on Redis" for the key layout and the guarantees.
 
 mod config;
 mod engine;

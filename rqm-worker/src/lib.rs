@@ -1,5 +1,6 @@
 //! The rqm worker: the embedded (in-memory) engine that runs projects on
-//! tokio, and the command line a user's worker binary gets with one call:
+//! tokio, the Redis worker loop ([`run_redis_worker`]), and the command line
+//! a user's worker binary gets with one call:
 //!
 //! ```no_run
 //! // src/main.rs of a crate whose #[job] functions should run:
