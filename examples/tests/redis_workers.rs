@@ -495,3 +495,47 @@ fn a_job_that_keeps_killing_its_workers_is_given_up() {
         "nothing after the barrier started"
     );
 }
+
+#[test]
+fn jobs_go_to_their_named_queues() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let _default = Workers::start(&url, 1);
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let project = br#"{"jobs": [{"func": "simpleTask", "args": 1}, {"func": "simpleTask", "args": 2, "queue": "slow"}]}"#;
+    std::fs::write(file.path(), project).unwrap();
+    let out = Command::new(BIN)
+        .args(["submit", "--redis", &url])
+        .arg(file.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    std::thread::sleep(Duration::from_millis(400));
+    let status = |id: &str| -> Report {
+        let out = Command::new(BIN)
+            .args(["status", id, "--json", "--redis", &url])
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let report = status(&id);
+    assert_eq!(report.node("0").unwrap().state, "finished");
+    assert_eq!(
+        report.node("1").unwrap().state,
+        "ready",
+        "no worker takes the slow queue yet"
+    );
+    let _slow = Workers::start_with(&url, 1, &["--queues", "slow"]);
+    let out = Command::new(BIN)
+        .args(["wait", &id, "--json", "--timeout", "20", "--redis", &url])
+        .output()
+        .unwrap();
+    let report: Report =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap();
+    assert_eq!(report.result, Some(json!([2, 4])));
+}

@@ -629,6 +629,26 @@ impl RedisEngine {
         Ok(pipe.query_async(&mut conn).await?)
     }
 
+    /// Publishes a running job's progress report on its project's event
+    /// stream, as an entry `{"progress": node, "value": JSON}`.
+    pub async fn progress(&self, id: &str, node: u32, value: &Value) -> Result<(), Error> {
+        let mut conn = self.conn.clone();
+        let () = redis::cmd("XADD")
+            .arg(self.keys.project(id).key("ev"))
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(10_000)
+            .arg("*")
+            .arg("progress")
+            .arg(node)
+            .arg("value")
+            .arg(value.to_string())
+            .query_async(&mut conn)
+            .await
+            .map(|_: String| ())?;
+        Ok(())
+    }
+
     /// Cancels a project (SPEC 6.4).
     pub async fn cancel(&self, id: &str) -> Result<CancelOutcome, Error> {
         let queues = self.queues_of(id).await?;

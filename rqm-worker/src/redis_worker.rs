@@ -132,9 +132,9 @@ pub async fn run(
                     .lock()
                     .expect("never poisoned")
                     .insert((begun.project.clone(), begun.node), cancel.clone());
-                let (done, running) = (done_tx.clone(), running.clone());
+                let (done, running, engine) = (done_tx.clone(), running.clone(), engine.clone());
                 tokio::spawn(async move {
-                    let outcome = execute(registry, &begun, cancel).await;
+                    let outcome = execute(&engine, registry, &begun, cancel).await;
                     running
                         .lock()
                         .expect("never poisoned")
@@ -263,7 +263,12 @@ async fn persist<T, F: std::future::Future<Output = Result<T, rqm_redis::Error>>
     }
 }
 
-async fn execute(registry: &'static Registry, begun: &Begun, cancel: Cancellation) -> JobResult {
+async fn execute(
+    engine: &RedisEngine,
+    registry: &'static Registry,
+    begun: &Begun,
+    cancel: Cancellation,
+) -> JobResult {
     let path: Path = begun.job.path.parse().unwrap_or_default();
     let span = tracing::info_span!(
         "job",
@@ -286,7 +291,18 @@ async fn execute(registry: &'static Registry, begun: &Begun, cancel: Cancellatio
         kwargs: begun.job.kwargs.clone(),
         timeout: begun.job.timeout_ms.map(Duration::from_millis),
     };
-    tracing::Instrument::instrument(exec::call(registry, run, cancel, None), span).await
+    // Progress goes to the project's event stream, off the job's thread.
+    let (engine, runtime) = (engine.clone(), tokio::runtime::Handle::current());
+    let (id, node) = (begun.project.clone(), begun.node);
+    let progress: exec::Progress = Arc::new(move |value| {
+        let (engine, id) = (engine.clone(), id.clone());
+        runtime.spawn(async move {
+            if let Err(e) = engine.progress(&id, node, &value).await {
+                tracing::warn!(project = %id, node, error = %e, "cannot publish progress");
+            }
+        });
+    });
+    tracing::Instrument::instrument(exec::call(registry, run, cancel, Some(progress)), span).await
 }
 
 /// What a failed attempt becomes, by the job's retries and `allow_failure`

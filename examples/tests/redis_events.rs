@@ -1,0 +1,90 @@
+//! A project's event stream on Redis: state changes, and the progress that
+//! running jobs report.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use rqm_core::{JobContext, Limits, Registry, job, project};
+use rqm_redis::testing::RedisServer;
+use rqm_redis::{Config, RedisEngine, redis};
+use rqm_worker::WorkerConfig;
+use serde_json::json;
+
+/// Reports progress once.
+#[job]
+fn chatty(ctx: &JobContext) -> &'static str {
+    ctx.progress(json!({"step": 1, "of": 1}));
+    "said"
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_and_progress_reach_the_event_stream() {
+    examples::library::link();
+    let registry = Registry::global().unwrap();
+    let server = RedisServer::start();
+    let config = Config {
+        url: server.url(),
+        ..Config::default()
+    };
+    let engine = RedisEngine::connect(config, Limits::default(), Some(registry))
+        .await
+        .unwrap();
+    let worker = engine.clone();
+    tokio::spawn(async move {
+        rqm_worker::run_redis_worker(
+            worker,
+            registry,
+            WorkerConfig::default(),
+            std::future::pending(),
+        )
+        .await
+        .expect("the worker runs");
+    });
+    let id = engine.submit(project![chatty()]).await.unwrap();
+    let report = engine
+        .wait(&id, Some(Duration::from_secs(10)))
+        .await
+        .unwrap();
+    assert_eq!(report.result, Some(json!(["said"])));
+    let mut conn = engine.dedicated().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let entries: Vec<(String, HashMap<String, String>)> = redis::cmd("XRANGE")
+            .arg(engine.keys().project(&id).key("ev"))
+            .arg("-")
+            .arg("+")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let changes: Vec<&str> = entries
+            .iter()
+            .filter_map(|(_, f)| f.get("c"))
+            .flat_map(|c| c.split(' '))
+            .collect();
+        let progress = entries
+            .iter()
+            .find(|(_, f)| f.get("progress").map(String::as_str) == Some("1"))
+            .and_then(|(_, f)| f.get("value"))
+            .map(|v| serde_json::from_str::<serde_json::Value>(v).unwrap());
+        if let Some(value) = progress {
+            assert_eq!(value, json!({"step": 1, "of": 1}));
+            for expected in [
+                "submitted:0",
+                "started:1:1",
+                "finished:1",
+                "ended:0:finished",
+            ] {
+                assert!(
+                    changes.contains(&expected),
+                    "{expected} missing from {changes:?}"
+                );
+            }
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no progress event in {entries:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
