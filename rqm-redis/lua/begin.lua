@@ -10,7 +10,7 @@ for i = 2, #ARGV do
   if RUNNING and rec.state == S_READY then
     local input = false
     if bit.band(rec.flags, 4) ~= 0 then
-      local previous = children(rec.parent)[rec.index]
+      local previous = redis.call('BITFIELD', ND, 'GET', 'u32', nbits(n, 224))[1]
       input = redis.call('HGET', RS, previous) or 'null'
     end
     todo[#todo + 1] = {n, rec.attempts + 1, redis.call('HGET', JB, n), input}

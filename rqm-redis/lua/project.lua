@@ -7,7 +7,8 @@
 -- Node record n is 32 bytes at byte 32*n: parent u32, index u32, vertex u32,
 -- flags u8 (1 group, 2 blocking, 4 previous), state u8, queue u8, lost u8,
 -- attempts u32, started u32, finished u32 (ms since submit + 1; 0 never),
--- end u32 (a group's end vertex).
+-- extra u32 (a group's end vertex; a job's previous sibling, whose result
+-- it takes).
 local ND, JB, RS, CH, TL, META, EV, ER = KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10]
 local LEASES, DELAYED, PROJECTS = KEYS[11], KEYS[12], KEYS[13]
 local ID = ARGV[1]

@@ -18,7 +18,7 @@ use crate::config::{Config, check_server};
 use crate::error::Error;
 use crate::keys::{Keys, ProjectKeys};
 use crate::scripts::{APPEND, BEGIN, CANCEL, COMPLETE, CORRUPT, DUE, OPEN, REQUEUE, TAKE};
-use crate::upload::{GraphUpload, NODE_BYTES, parse_tail, tail_text};
+use crate::upload::{GraphUpload, NODE_BYTES, VERTEX_BYTES, parse_tail, tail_text};
 
 /// Tries of an append whose list keeps changing under it.
 const APPEND_TRIES: usize = 1000;
@@ -160,8 +160,11 @@ impl RedisEngine {
         // Long scripts (opening a big project) may run past redis-rs's
         // default of 500 ms; a timed-out reply would hide a step that did
         // happen.
-        let manager =
-            redis::aio::ConnectionManagerConfig::new().set_response_timeout(Some(SCRIPT_TIMEOUT));
+        let manager = redis::aio::ConnectionManagerConfig::new()
+            .set_response_timeout(Some(SCRIPT_TIMEOUT))
+            // Fail fast on a bad address or password; outages are ridden
+            // out by the callers, which try again.
+            .set_number_of_retries(2);
         let mut conn = ConnectionManager::new_with_config(client.clone(), manager).await?;
         check_server(&mut conn, &config).await?;
         let keys = Keys::new(config.prefix.clone());
@@ -476,8 +479,26 @@ impl RedisEngine {
                 let stale = self.complete(id, &[outcome]).await?;
                 return Ok(stale.is_empty());
             }
+            // The list's last node, which a first added node with
+            // `previousJobArgs` takes its input from: the owner of the tail's
+            // last vertex.
+            let last_child = if tail.last == rqm_core::NO_VERTEX {
+                None
+            } else {
+                let meta: Vec<u8> = redis::cmd("GETRANGE")
+                    .arg(pk.key("vx"))
+                    .arg(tail.last as usize * VERTEX_BYTES + 4)
+                    .arg(tail.last as usize * VERTEX_BYTES + 7)
+                    .query_async(&mut conn)
+                    .await?;
+                let meta: [u8; 4] = meta.try_into().map_err(|_| Error::Corrupt {
+                    what: format!("vertex {} of project {id}", tail.last),
+                    reason: "missing".into(),
+                })?;
+                Some(u32::from_be_bytes(meta) & 0x3fff_ffff)
+            };
             let mut upload = GraphUpload::new(next_vertex, next_node, catalog, queues);
-            upload.known_path(parent, parent_path.to_string());
+            upload.known_group(parent, parent_path.to_string(), last_child);
             compile_append(&mut upload, parent, tail, nodes.clone(), next_node);
             let mut edges: Vec<u32> = Vec::new();
             for (from, to) in upload

@@ -49,7 +49,8 @@ struct NodeRecord {
     vertex: u32,
     flags: u8,
     queue: u8,
-    end: u32,
+    /// A group's end vertex; a job's previous sibling, whose result it takes.
+    extra: u32,
 }
 
 /// Collects what the compiler makes, from vertex `base_vertex` and node
@@ -70,6 +71,7 @@ pub struct GraphUpload<'c> {
     tails: BTreeMap<u32, ListTail>,
     queues: Vec<String>,
     job_vertex: BTreeMap<u32, u32>,
+    last_child: BTreeMap<u32, u32>,
     error: Option<String>,
 }
 
@@ -112,13 +114,18 @@ impl<'c> GraphUpload<'c> {
             tails: BTreeMap::new(),
             queues,
             job_vertex: BTreeMap::new(),
+            last_child: BTreeMap::new(),
             error: None,
         }
     }
 
-    /// Tells the upload the path of an existing group that nodes are appended to.
-    pub fn known_path(&mut self, group: u32, path: String) {
+    /// Tells the upload about the existing group that nodes are appended
+    /// to: its path, and its last child, if it has one.
+    pub fn known_group(&mut self, group: u32, path: String, last_child: Option<u32>) {
         self.paths.insert(group, path);
+        if let Some(last) = last_child {
+            self.last_child.insert(group, last);
+        }
     }
 
     /// New vertices.
@@ -216,7 +223,7 @@ impl<'c> GraphUpload<'c> {
             nd.extend_from_slice(&n.vertex.to_be_bytes());
             nd.extend_from_slice(&[n.flags, 0, n.queue, 0]);
             nd.extend_from_slice(&[0; 12]);
-            nd.extend_from_slice(&n.end.to_be_bytes());
+            nd.extend_from_slice(&n.extra.to_be_bytes());
         }
         nd
     }
@@ -251,6 +258,7 @@ impl<'c> GraphUpload<'c> {
         );
         if place.parent != NO_PARENT {
             self.children.entry(place.parent).or_default().push(node);
+            self.last_child.insert(place.parent, node);
         }
         self.nodes.push(rec);
     }
@@ -309,6 +317,14 @@ impl GraphSink for GraphUpload<'_> {
             payload["kwargs"] = Value::Object(kwargs);
         }
         let queue = self.queue_index(&queue);
+        let previous = if place.previous {
+            self.last_child
+                .get(&place.parent)
+                .copied()
+                .unwrap_or(u32::MAX)
+        } else {
+            0
+        };
         self.jobs.push((node, payload.to_string()));
         self.job_vertex.insert(node, vertex);
         let rec = NodeRecord {
@@ -317,7 +333,7 @@ impl GraphSink for GraphUpload<'_> {
             vertex,
             flags: flags(&place, false),
             queue,
-            end: 0,
+            extra: previous,
         };
         self.record(node, place, rec);
     }
@@ -336,7 +352,7 @@ impl GraphSink for GraphUpload<'_> {
             vertex: start,
             flags: flags(&place, true),
             queue: 0,
-            end,
+            extra: end,
         };
         self.record(node, place, rec);
     }
