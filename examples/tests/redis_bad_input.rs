@@ -5,14 +5,13 @@
 use std::time::Duration;
 
 use examples::library::{simple_task, sleep_ms};
-use rqm_core::{Limits, Registry, project};
+use rqm_core::{Limits, project};
 use rqm_redis::testing::RedisServer;
 use rqm_redis::{Config, Error, RedisEngine, redis};
-use rqm_worker::WorkerConfig;
+
+mod common;
 
 async fn setup(server: &RedisServer, retention: Duration) -> RedisEngine {
-    examples::library::link();
-    let registry = Registry::global().unwrap();
     let config = Config {
         url: server.url(),
         retention,
@@ -22,21 +21,7 @@ async fn setup(server: &RedisServer, retention: Duration) -> RedisEngine {
         max_bytes: 4096,
         ..Limits::default()
     };
-    let engine = RedisEngine::connect(config, limits, Some(registry))
-        .await
-        .unwrap();
-    let worker = engine.clone();
-    tokio::spawn(async move {
-        rqm_worker::run_redis_worker(
-            worker,
-            registry,
-            WorkerConfig::default(),
-            std::future::pending(),
-        )
-        .await
-        .expect("the worker runs");
-    });
-    engine
+    common::engine_with_worker(config, limits).await
 }
 
 const WEEK: Duration = Duration::from_secs(7 * 24 * 3600);

@@ -5,11 +5,12 @@
 use std::time::Duration;
 
 use libtest_mimic::{Arguments, Failed, Trial};
+use rqm_core::Limits;
 use rqm_core::testing::conformance::{self, Case};
-use rqm_core::{Limits, Registry};
 use rqm_redis::testing::RedisServer;
 use rqm_redis::{Config, RedisEngine};
-use rqm_worker::WorkerConfig;
+
+mod common;
 
 /// As for the embedded engine: well below the cases' 50 ms sleeps.
 const SLACK_US: u64 = 40_000;
@@ -18,8 +19,6 @@ fn main() {
     let args = Arguments::from_args();
     let dir = conformance::dir(env!("CARGO_MANIFEST_DIR"));
     let cases = conformance::load(&dir);
-    examples::library::link();
-    let registry = Registry::global().expect("the registry loads");
     let server = RedisServer::start();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -29,22 +28,7 @@ fn main() {
         url: server.url(),
         ..Config::default()
     };
-    let engine = runtime
-        .block_on(RedisEngine::connect(
-            config,
-            Limits::default(),
-            Some(registry),
-        ))
-        .expect("connects");
-    let (worker_engine, worker) = (engine.clone(), WorkerConfig::default());
-    runtime.spawn(async move {
-        let stopped =
-            rqm_worker::run_redis_worker(worker_engine, registry, worker, std::future::pending())
-                .await;
-        if let Err(e) = stopped {
-            panic!("the worker stopped: {e}");
-        }
-    });
+    let engine = runtime.block_on(common::engine_with_worker(config, Limits::default()));
     let trials = cases
         .into_iter()
         .map(|(name, case)| {

@@ -7,40 +7,23 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, TestRunner};
+use rqm_core::Limits;
 use rqm_core::testing::strategies;
-use rqm_core::{Limits, Registry};
+use rqm_redis::Config;
 use rqm_redis::testing::RedisServer;
-use rqm_redis::{Config, RedisEngine};
-use rqm_worker::{Engine, EngineConfig, WorkerConfig};
+use rqm_worker::{Engine, EngineConfig};
+
+mod common;
 
 #[test]
 fn embedded_and_redis_agree_on_random_trees() {
-    examples::library::link();
-    let registry = Registry::global().expect("the registry loads");
     let server = RedisServer::start();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let config = Config {
         url: server.url(),
         ..Config::default()
     };
-    let redis = runtime
-        .block_on(RedisEngine::connect(
-            config,
-            Limits::default(),
-            Some(registry),
-        ))
-        .unwrap();
-    let worker = redis.clone();
-    runtime.spawn(async move {
-        rqm_worker::run_redis_worker(
-            worker,
-            registry,
-            WorkerConfig::default(),
-            std::future::pending(),
-        )
-        .await
-        .expect("the worker runs");
-    });
+    let redis = runtime.block_on(common::engine_with_worker(config, Limits::default()));
     let embedded = runtime
         .block_on(async { Engine::new(EngineConfig::default()) })
         .unwrap();

@@ -4,11 +4,12 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use rqm_core::{JobContext, Limits, Registry, job, project};
+use rqm_core::{JobContext, Limits, job, project};
 use rqm_redis::testing::RedisServer;
-use rqm_redis::{Config, RedisEngine, redis};
-use rqm_worker::WorkerConfig;
+use rqm_redis::{Config, redis};
 use serde_json::json;
+
+mod common;
 
 /// Reports progress once.
 #[job]
@@ -19,27 +20,12 @@ fn chatty(ctx: &JobContext) -> &'static str {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changes_and_progress_reach_the_event_stream() {
-    examples::library::link();
-    let registry = Registry::global().unwrap();
     let server = RedisServer::start();
     let config = Config {
         url: server.url(),
         ..Config::default()
     };
-    let engine = RedisEngine::connect(config, Limits::default(), Some(registry))
-        .await
-        .unwrap();
-    let worker = engine.clone();
-    tokio::spawn(async move {
-        rqm_worker::run_redis_worker(
-            worker,
-            registry,
-            WorkerConfig::default(),
-            std::future::pending(),
-        )
-        .await
-        .expect("the worker runs");
-    });
+    let engine = common::engine_with_worker(config, Limits::default()).await;
     let id = engine.submit(project![chatty()]).await.unwrap();
     let report = engine
         .wait(&id, Some(Duration::from_secs(10)))
