@@ -26,7 +26,8 @@ for id, payload in pairs(plan.jobs) do redis.call('HSET', JB, id, payload) end
 for g, kids in pairs(plan.children) do
   local packed = {}
   for _, c in ipairs(kids) do packed[#packed + 1] = struct.pack('>I4', c) end
-  redis.call('HSET', CH, g, (redis.call('HGET', CH, g) or '') .. table.concat(packed))
+  local batch = redis.call('HINCRBY', CH, g .. '#', 1) - 1
+  redis.call('HSET', CH, g .. ':' .. batch, table.concat(packed))
 end
 for g, tail in pairs(plan.tails) do redis.call('HSET', TL, g, tail) end
 local edges = plan.edges

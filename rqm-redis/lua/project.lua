@@ -46,10 +46,13 @@ local function on_job(n)
   list[#list + 1] = ID .. ':' .. n
 end
 
+-- A group's list, stored in batches so that appending one is O(batch):
+-- field `<g>#` counts them, `<g>:<k>` holds batch k's node ids, packed.
 local function children(g)
-  local raw = redis.call('HGET', CH, g)
   local out = {}
-  if raw then
+  local batches = tonumber(redis.call('HGET', CH, g .. '#') or 0)
+  for b = 0, batches - 1 do
+    local raw = redis.call('HGET', CH, g .. ':' .. b) or ''
     for k = 0, #raw / 4 - 1 do out[#out + 1] = struct.unpack('>I4', raw, 4 * k + 1) end
   end
   return out

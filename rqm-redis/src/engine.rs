@@ -285,10 +285,19 @@ impl RedisEngine {
         for chunk in upload.jobs().chunks(FIELDS_PER_COMMAND) {
             pipe.hset_multiple(pk.key("jb"), chunk).ignore();
         }
-        let children: Vec<(u32, Vec<u8>)> = upload
+        // Each group's list as its first batch (see `children` in project.lua).
+        let children: Vec<(String, Vec<u8>)> = upload
             .children()
             .iter()
-            .map(|(g, kids)| (*g, kids.iter().flat_map(|k| k.to_be_bytes()).collect()))
+            .flat_map(|(g, kids)| {
+                [
+                    (format!("{g}#"), b"1".to_vec()),
+                    (
+                        format!("{g}:0"),
+                        kids.iter().flat_map(|k| k.to_be_bytes()).collect(),
+                    ),
+                ]
+            })
             .collect();
         for chunk in children.chunks(FIELDS_PER_COMMAND) {
             pipe.hset_multiple(pk.key("ch"), chunk).ignore();
