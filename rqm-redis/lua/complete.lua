@@ -27,6 +27,7 @@ for i = 2, #ARGV, 5 do
       redis.call('HSET', ER, n, data)
       set_state(n, S_RETRYING)
       redis.call('ZADD', DELAYED, NOW + tonumber(extra), ID .. ':' .. n)
+      redis.call('PUBLISH', DELAYED, ID)
       event('retrying', n)
     else
       redis.call('HSET', ER, n, data)

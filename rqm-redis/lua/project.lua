@@ -76,6 +76,7 @@ local function end_project(status, fields)
   for k, v in pairs(fields or {}) do args[#args + 1] = k; args[#args + 1] = v end
   redis.call('HSET', META, unpack(args))
   event('ended', 0, status)
+  redis.call('PUBLISH', PROJECTS .. ':ended', ID)
   expire_all()
 end
 

@@ -17,7 +17,7 @@ use serde_json::{Map, Value};
 use crate::config::{Config, check_server};
 use crate::error::Error;
 use crate::keys::{Keys, ProjectKeys};
-use crate::scripts::{APPEND, BEGIN, CANCEL, COMPLETE, CORRUPT, DUE, OPEN, REQUEUE, TAKE};
+use crate::scripts::{APPEND, BEGIN, CANCEL, COMPLETE, CORRUPT, DUE, NEXT, OPEN, REQUEUE, TAKE};
 use crate::upload::{GraphUpload, NODE_BYTES, VERTEX_BYTES, parse_tail, tail_text};
 
 /// Tries of an append whose list keeps changing under it.
@@ -646,6 +646,31 @@ impl RedisEngine {
         Ok(outcome != "unrecorded")
     }
 
+    /// How long until the next retry or lease expiry is due, if one waits.
+    pub async fn next_due(&self) -> Result<Option<Duration>, Error> {
+        let mut conn = self.conn.clone();
+        let (retry, lease): (i64, i64) = NEXT
+            .key(format!("{}delayed", self.config.prefix))
+            .key(format!("{}leases", self.config.prefix))
+            .invoke_async(&mut conn)
+            .await?;
+        Ok([retry, lease]
+            .into_iter()
+            .filter(|ms| *ms >= 0)
+            .min()
+            .map(|ms| Duration::from_millis(ms as u64)))
+    }
+
+    /// The channel a publish on which says a retry was scheduled.
+    pub fn retry_channel(&self) -> String {
+        format!("{}delayed", self.config.prefix)
+    }
+
+    /// The channel a publish on which names a project that ended.
+    pub fn ended_channel(&self) -> String {
+        format!("{}:ended", self.keys.projects())
+    }
+
     /// The statuses of projects, `None` for one that no longer exists.
     pub async fn statuses(&self, ids: &[String]) -> Result<Vec<Option<String>>, Error> {
         if ids.is_empty() {
@@ -869,9 +894,29 @@ impl RedisEngine {
     /// Waits until a project has ended and returns its report: event-driven,
     /// on the project's event stream. `None` for no limit.
     pub async fn wait(&self, id: &str, limit: Option<Duration>) -> Result<Report, Error> {
+        let deadline = limit.map(|l| tokio::time::Instant::now() + l);
+        let mut outage = 0u32;
+        loop {
+            match self.wait_once(id, limit, deadline).await {
+                // The connection dropped (Redis restarted, say): wait on.
+                Err(e) if e.is_transient() && outage < 60 => {
+                    outage += 1;
+                    let pause = Duration::from_millis((50u64 << outage.min(4)).min(500));
+                    tokio::time::sleep(pause).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn wait_once(
+        &self,
+        id: &str,
+        limit: Option<Duration>,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<Report, Error> {
         let pk = self.keys.project(id);
         let mut conn = self.dedicated().await?;
-        let deadline = limit.map(|l| tokio::time::Instant::now() + l);
         let mut last: String = {
             let newest: Vec<StreamEntry> = redis::cmd("XREVRANGE")
                 .arg(pk.key("ev"))
@@ -880,8 +925,7 @@ impl RedisEngine {
                 .arg("COUNT")
                 .arg(1)
                 .query_async(&mut conn)
-                .await
-                .unwrap_or_default();
+                .await?;
             newest
                 .into_iter()
                 .next()

@@ -50,3 +50,12 @@ pub enum Error {
         reason: String,
     },
 }
+
+impl Error {
+    /// Whether the connection failed rather than the request: worth trying
+    /// again once Redis is back.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Error::Redis(r)
+            if r.is_io_error() || r.is_connection_dropped() || r.is_connection_refusal() || r.is_timeout())
+    }
+}

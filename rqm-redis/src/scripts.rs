@@ -50,6 +50,9 @@ pub(crate) static TAKE: LazyLock<Script> =
 /// Takes due entries of a sorted set.
 pub(crate) static DUE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../lua/due.lua")));
+/// When the next retry or lease expiry is due.
+pub(crate) static NEXT: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../lua/next.lua")));
 /// Fails a project whose stored state is corrupt.
 pub(crate) static CORRUPT: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../lua/corrupt.lua")));

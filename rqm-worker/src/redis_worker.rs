@@ -61,7 +61,12 @@ pub async fn run(
     let (done_tx, done_rx) = mpsc::unbounded_channel::<(Begun, JobResult)>();
     let reporter = tokio::spawn(report(engine.clone(), done_rx, config.batch));
     let keeper = tokio::spawn(keep(engine.clone(), running.clone(), config.clone()));
-    let mut wake = subscribe(&engine, &config.queues).await;
+    let queue_channels: Vec<String> = config
+        .queues
+        .iter()
+        .map(|q| engine.keys().queue(q))
+        .collect();
+    let mut wake = subscribe(&engine, &queue_channels).await;
     let mut outage = Outage::default();
     tokio::pin!(shutdown);
     loop {
@@ -101,7 +106,7 @@ pub async fn run(
             };
             if !woken {
                 // The subscription broke (Redis went away): subscribe again.
-                wake = subscribe(&engine, &config.queues).await;
+                wake = subscribe(&engine, &queue_channels).await;
             }
             continue;
         }
@@ -174,8 +179,8 @@ pub async fn run(
 
 type Wake = std::pin::Pin<Box<dyn futures_util::Stream<Item = rqm_redis::redis::Msg> + Send>>;
 
-/// A subscription to the queues' wake-ups, or `None` while Redis is away.
-async fn subscribe(engine: &RedisEngine, queues: &[String]) -> Option<Wake> {
+/// A subscription to `channels`, or `None` while Redis is away.
+async fn subscribe(engine: &RedisEngine, channels: &[String]) -> Option<Wake> {
     let mut pubsub = match engine.client().get_async_pubsub().await {
         Ok(pubsub) => pubsub,
         Err(e) => {
@@ -183,8 +188,8 @@ async fn subscribe(engine: &RedisEngine, queues: &[String]) -> Option<Wake> {
             return None;
         }
     };
-    for queue in queues {
-        if pubsub.subscribe(engine.keys().queue(queue)).await.is_err() {
+    for channel in channels {
+        if pubsub.subscribe(channel).await.is_err() {
             return None;
         }
     }
@@ -246,8 +251,7 @@ async fn corrupt(engine: &RedisEngine, id: &str, error: &rqm_redis::Error) {
 
 /// Whether an error may pass: the connection, not the request, failed.
 fn is_transient(e: &rqm_redis::Error) -> bool {
-    matches!(e, rqm_redis::Error::Redis(r)
-        if r.is_io_error() || r.is_connection_dropped() || r.is_connection_refusal() || r.is_timeout())
+    e.is_transient()
 }
 
 /// Tries `step` again through an outage of up to about half a minute.
@@ -385,46 +389,102 @@ async fn report(
 async fn keep(engine: RedisEngine, running: Running, config: WorkerConfig) {
     let renew_every = (config.lease / 3).max(Duration::from_millis(10));
     let mut last_renew = tokio::time::Instant::now();
-    let mut tick = tokio::time::interval(Duration::from_millis(50).min(renew_every));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_check = tokio::time::Instant::now();
+    let channels = [engine.retry_channel(), engine.ended_channel()];
+    let mut wake = subscribe(&engine, &channels).await;
     loop {
-        tick.tick().await;
+        // Renew first, so that this worker never takes its own jobs for lost.
+        let held = running_now(&running);
+        if held.is_empty() {
+            // Nothing to renew: a job taken from now on is renewed a third
+            // of its lease from now at the latest.
+            last_renew = tokio::time::Instant::now();
+        } else if last_renew.elapsed() >= renew_every {
+            last_renew = tokio::time::Instant::now();
+            let leases: Vec<(String, u32)> = held.iter().map(|(k, _)| k.clone()).collect();
+            if let Err(e) = engine.renew(&leases, config.lease).await {
+                tracing::warn!(error = %e, "cannot renew leases");
+            }
+        }
         if let Err(e) = engine.requeue_due(config.batch).await {
             tracing::warn!(error = %e, "cannot requeue due retries");
         }
         if let Err(e) = engine.recover_expired(config.batch, config.max_lost).await {
             tracing::warn!(error = %e, "cannot recover expired leases");
         }
-        let held: Vec<((String, u32), Cancellation)> = running
-            .lock()
-            .expect("never poisoned")
-            .iter()
-            .map(|(k, c)| (k.clone(), c.clone()))
-            .collect();
-        if held.is_empty() {
-            continue;
+        // Ends are published; this check catches one missed in a reconnect.
+        if !held.is_empty() && last_check.elapsed() >= SAFETY_NET {
+            last_check = tokio::time::Instant::now();
+            stop_ended(&engine, &held).await;
         }
-        let leases: Vec<(String, u32)> = held.iter().map(|(k, _)| k.clone()).collect();
-        if last_renew.elapsed() >= renew_every {
-            last_renew = tokio::time::Instant::now();
-            if let Err(e) = engine.renew(&leases, config.lease).await {
-                tracing::warn!(error = %e, "cannot renew leases");
+        // Sleep until the next retry or lease expiry is due, a renewal is,
+        // or a publish says a retry was scheduled or a project ended.
+        let mut wait = SAFETY_NET;
+        if let Ok(Some(due)) = engine.next_due().await {
+            wait = wait.min(due + Duration::from_millis(1));
+        }
+        // A job may begin while this sleeps: wake in time to renew it.
+        wait = wait.min(
+            renew_every
+                .saturating_sub(last_renew.elapsed())
+                .max(Duration::from_millis(1)),
+        );
+        let message = match wake.as_mut() {
+            Some(stream) => tokio::select! {
+                message = stream.next() => Some(message),
+                () = tokio::time::sleep(wait) => None,
+            },
+            None => {
+                tokio::time::sleep(wait.min(Duration::from_millis(100))).await;
+                wake = subscribe(&engine, &channels).await;
+                None
             }
-        }
-        let mut ids: Vec<String> = leases.iter().map(|(id, _)| id.clone()).collect();
-        ids.sort();
-        ids.dedup();
-        if let Ok(statuses) = engine.statuses(&ids).await {
-            let ended: Vec<&String> = ids
-                .iter()
-                .zip(statuses)
-                .filter(|(_, s)| s.as_deref() != Some("running"))
-                .map(|(id, _)| id)
-                .collect();
-            for ((id, _), cancel) in &held {
-                if ended.contains(&id) {
-                    cancel.cancel();
+        };
+        match message {
+            Some(Some(message)) if message.get_channel_name() == channels[1] => {
+                if let Ok(id) = message.get_payload::<String>() {
+                    for ((project, _), cancel) in running_now(&running) {
+                        if project == id {
+                            cancel.cancel();
+                        }
+                    }
                 }
+            }
+            // The subscription broke: subscribe again.
+            Some(None) => wake = subscribe(&engine, &channels).await,
+            _ => {}
+        }
+    }
+}
+
+/// How often what is published is also checked for, in case a publish was
+/// missed while a connection was down.
+const SAFETY_NET: Duration = Duration::from_secs(1);
+
+fn running_now(running: &Running) -> Vec<((String, u32), Cancellation)> {
+    running
+        .lock()
+        .expect("never poisoned")
+        .iter()
+        .map(|(k, c)| (k.clone(), c.clone()))
+        .collect()
+}
+
+/// Tells the running attempts of projects that ended to stop.
+async fn stop_ended(engine: &RedisEngine, held: &[((String, u32), Cancellation)]) {
+    let mut ids: Vec<String> = held.iter().map(|((id, _), _)| id.clone()).collect();
+    ids.sort();
+    ids.dedup();
+    if let Ok(statuses) = engine.statuses(&ids).await {
+        let ended: Vec<&String> = ids
+            .iter()
+            .zip(statuses)
+            .filter(|(_, s)| s.as_deref() != Some("running"))
+            .map(|(id, _)| id)
+            .collect();
+        for ((id, _), cancel) in held {
+            if ended.contains(&id) {
+                cancel.cancel();
             }
         }
     }
