@@ -539,3 +539,18 @@ fn jobs_go_to_their_named_queues() {
         serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap();
     assert_eq!(report.result, Some(json!([2, 4])));
 }
+
+#[test]
+fn a_worker_refuses_a_redis_that_may_evict_keys() {
+    let server = RedisServer::start_with(&["--maxmemory-policy", "allkeys-lru"]);
+    let out = Command::new(BIN)
+        .args(["run", "--redis", &server.url()])
+        .output()
+        .expect("the worker runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("maxmemory-policy `allkeys-lru`") && stderr.contains("noeviction"),
+        "{stderr}"
+    );
+}
