@@ -20,6 +20,10 @@ use crate::keys::{Keys, ProjectKeys};
 use crate::scripts::{APPEND, BEGIN, CANCEL, COMPLETE, CORRUPT, DUE, NEXT, OPEN, REQUEUE, TAKE};
 use crate::upload::{GraphUpload, NODE_BYTES, VERTEX_BYTES, parse_tail, tail_text};
 
+/// A project's own keys, in the order its scripts take them as KEYS
+/// (see `lua/project.lua`).
+const PROJECT_KEYS: [&str; 10] = ["vx", "ed", "nd", "jb", "rs", "ch", "tl", "meta", "ev", "er"];
+
 /// Tries of an append whose list keeps changing under it.
 const APPEND_TRIES: usize = 1000;
 
@@ -203,10 +207,7 @@ impl RedisEngine {
 
     /// The KEYS of a project script.
     fn script_keys(&self, pk: &ProjectKeys, queues: &[String]) -> Vec<String> {
-        let mut keys: Vec<String> = ["vx", "ed", "nd", "jb", "rs", "ch", "tl", "meta", "ev", "er"]
-            .iter()
-            .map(|k| pk.key(k))
-            .collect();
+        let mut keys: Vec<String> = PROJECT_KEYS.iter().map(|k| pk.key(k)).collect();
         keys.push(format!("{}leases", self.config.prefix));
         keys.push(format!("{}delayed", self.config.prefix));
         keys.push(self.keys.projects());
@@ -269,10 +270,7 @@ impl RedisEngine {
         let nd = upload.node_bytes();
         let mut conn = self.conn.clone();
         let mut pipe = redis::pipe();
-        let all: Vec<String> = ["vx", "ed", "nd", "jb", "rs", "ch", "tl", "meta", "ev", "er"]
-            .iter()
-            .map(|k| pk.key(k))
-            .collect();
+        let all: Vec<String> = PROJECT_KEYS.iter().map(|k| pk.key(k)).collect();
         for (key, bytes) in [
             (pk.key("vx"), &vx),
             (pk.key("ed"), &ed),

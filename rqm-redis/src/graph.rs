@@ -1,5 +1,6 @@
-//! The counter graph in Redis: uploading a compiled project and the
-//! transitions of `lua/graph.lua`.
+//! The counter graph in Redis alone, without projects: uploading a compiled
+//! graph and firing it through `lua/graph.lua`, so that the Lua graph can be
+//! tested against rqm-core's (feature `testing`).
 
 use redis::aio::ConnectionLike;
 

@@ -11,6 +11,7 @@
 mod config;
 mod engine;
 mod error;
+#[cfg(feature = "testing")]
 mod graph;
 mod keys;
 mod scripts;
@@ -21,6 +22,7 @@ mod upload;
 pub use config::{Config, check_server};
 pub use engine::{Begun, Completion, JobPayload, Listed, RedisEngine};
 pub use error::Error;
+#[cfg(feature = "testing")]
 pub use graph::{Fired, fire, upload};
 pub use keys::{Keys, ProjectKeys};
 pub use redis;

@@ -7,17 +7,6 @@ use std::sync::LazyLock;
 
 use redis::Script;
 
-macro_rules! graph_script {
-    ($file:literal) => {
-        LazyLock::new(|| {
-            Script::new(concat!(
-                include_str!("../lua/graph.lua"),
-                include_str!($file)
-            ))
-        })
-    };
-}
-
 macro_rules! project_script {
     ($file:literal) => {
         LazyLock::new(|| {
@@ -31,7 +20,13 @@ macro_rules! project_script {
 }
 
 /// Applies finished jobs and settles new vertices, graph only.
-pub(crate) static FIRE: LazyLock<Script> = graph_script!("../lua/fire.lua");
+#[cfg(feature = "testing")]
+pub(crate) static FIRE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        include_str!("../lua/graph.lua"),
+        include_str!("../lua/fire.lua")
+    ))
+});
 /// Opens an uploaded project.
 pub(crate) static OPEN: LazyLock<Script> = project_script!("../lua/open.lua");
 /// Begins leased attempts.

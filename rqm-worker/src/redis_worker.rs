@@ -117,7 +117,7 @@ pub async fn run(
         for (id, nodes) in by_project {
             let begun = match engine.begin(&id, &nodes).await {
                 Ok(begun) => begun,
-                Err(e) if is_transient(&e) => {
+                Err(e) if e.is_transient() => {
                     // Their leases expire and another worker takes the jobs.
                     tracing::warn!(project = %id, error = %e, "cannot begin jobs");
                     continue;
@@ -249,11 +249,6 @@ async fn corrupt(engine: &RedisEngine, id: &str, error: &rqm_redis::Error) {
     }
 }
 
-/// Whether an error may pass: the connection, not the request, failed.
-fn is_transient(e: &rqm_redis::Error) -> bool {
-    e.is_transient()
-}
-
 /// Tries `step` again through an outage of up to about half a minute.
 async fn persist<T, F: std::future::Future<Output = Result<T, rqm_redis::Error>>>(
     mut step: impl FnMut() -> F,
@@ -261,7 +256,7 @@ async fn persist<T, F: std::future::Future<Output = Result<T, rqm_redis::Error>>
     let mut outage = Outage::default();
     loop {
         match step().await {
-            Err(e) if is_transient(&e) && outage.tries < 40 => outage.wait(&e).await,
+            Err(e) if e.is_transient() && outage.tries < 40 => outage.wait(&e).await,
             other => return other,
         }
     }
@@ -350,7 +345,7 @@ async fn report(
                     .await;
                     match applied {
                         Ok(_) => {}
-                        Err(e) if is_transient(&e) => {
+                        Err(e) if e.is_transient() => {
                             tracing::error!(project = %begun.project, path = %begun.job.path, error = %e, "cannot report a completion");
                         }
                         Err(e) => corrupt(&engine, &begun.project, &e).await,
@@ -375,7 +370,7 @@ async fn report(
                     tracing::info!(project = %id, nodes = ?stale, "reports for attempts no longer current were ignored");
                 }
                 Ok(_) => {}
-                Err(e) if is_transient(&e) => {
+                Err(e) if e.is_transient() => {
                     tracing::error!(project = %id, error = %e, "cannot report completions");
                 }
                 Err(e) => corrupt(&engine, &id, &e).await,
