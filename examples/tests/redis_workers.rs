@@ -75,6 +75,17 @@ impl Drop for Workers {
     }
 }
 
+/// Runs the command with `args`, then the path of a file holding `project`.
+fn on_project(args: &[&str], project: &[u8]) -> std::process::Output {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), project).unwrap();
+    Command::new(BIN)
+        .args(args)
+        .arg(file.path())
+        .output()
+        .expect("rqm-worker runs")
+}
+
 fn submit(url: &str, project: &[u8], timeout_s: u32) -> (Option<i32>, Report, String) {
     submit_with(url, project, timeout_s, &[])
 }
@@ -85,22 +96,18 @@ fn submit_with(
     timeout_s: u32,
     extra: &[&str],
 ) -> (Option<i32>, Report, String) {
-    let file = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(file.path(), project).unwrap();
-    let out = Command::new(BIN)
-        .args([
-            "submit",
-            "--redis",
-            url,
-            "--wait",
-            "--json",
-            "--timeout",
-            &timeout_s.to_string(),
-        ])
-        .args(extra)
-        .arg(file.path())
-        .output()
-        .expect("submit runs");
+    let timeout = timeout_s.to_string();
+    let mut args = vec![
+        "submit",
+        "--redis",
+        url,
+        "--wait",
+        "--json",
+        "--timeout",
+        &timeout,
+    ];
+    args.extend_from_slice(extra);
+    let out = on_project(&args, project);
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     let report = serde_json::from_str(stdout.lines().last().unwrap_or_default())
@@ -262,13 +269,7 @@ fn an_acl_user_with_a_password_runs_projects() {
         "{stderr}"
     );
     let wrong = format!("redis://rqmworker:nope@127.0.0.1:{}", server.port());
-    let file = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(file.path(), project).unwrap();
-    let out = Command::new(BIN)
-        .args(["submit", "--redis", &wrong])
-        .arg(file.path())
-        .output()
-        .unwrap();
+    let out = on_project(&["submit", "--redis", &wrong], project);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(
@@ -449,13 +450,7 @@ fn rediss_with_a_private_ca() {
         server.log()
     );
     // Without the CA, the server's certificate is not trusted.
-    let file = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(file.path(), project).unwrap();
-    let out = Command::new(BIN)
-        .args(["submit", "--redis", &url])
-        .arg(file.path())
-        .output()
-        .unwrap();
+    let out = on_project(&["submit", "--redis", &url], project);
     assert_eq!(
         out.status.code(),
         Some(2),
@@ -501,14 +496,8 @@ fn jobs_go_to_their_named_queues() {
     let server = RedisServer::start();
     let url = server.url();
     let _default = Workers::start(&url, 1);
-    let file = tempfile::NamedTempFile::new().unwrap();
     let project = br#"{"jobs": [{"func": "simpleTask", "args": 1}, {"func": "simpleTask", "args": 2, "queue": "slow"}]}"#;
-    std::fs::write(file.path(), project).unwrap();
-    let out = Command::new(BIN)
-        .args(["submit", "--redis", &url])
-        .arg(file.path())
-        .output()
-        .unwrap();
+    let out = on_project(&["submit", "--redis", &url], project);
     assert!(
         out.status.success(),
         "{}",
