@@ -74,3 +74,41 @@ async fn changes_and_progress_reach_the_event_stream() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Appends a job that goes to a queue the project did not use before.
+#[job]
+fn add_elsewhere() -> rqm_core::Outcome<i64> {
+    rqm_core::Outcome::new(1).append(examples::library::simple_task::job(2).queue("other"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_added_on_a_new_queue_is_queued_there() {
+    let server = RedisServer::start();
+    let config = Config {
+        url: server.url(),
+        ..Config::default()
+    };
+    let engine = common::engine_with_worker(config, Limits::default()).await;
+    let id = engine
+        .submit(project![blocking add_elsewhere(), examples::library::simple_task(5)])
+        .await
+        .unwrap();
+    // The default worker ran `add_elsewhere` and cached the project's one
+    // queue; the added job sits on `other` until a worker takes that queue.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let report = engine.status(&id).await.unwrap();
+    assert_eq!(report.node("2").map(|n| n.state.as_str()), Some("ready"));
+    let (other, registry) = (engine.clone(), rqm_core::Registry::global().unwrap());
+    let worker = rqm_worker::WorkerConfig {
+        queues: vec!["other".into()],
+        ..rqm_worker::WorkerConfig::default()
+    };
+    tokio::spawn(async move {
+        let _ = rqm_worker::run_redis_worker(other, registry, worker, std::future::pending()).await;
+    });
+    let report = engine
+        .wait(&id, Some(Duration::from_secs(10)))
+        .await
+        .unwrap();
+    assert_eq!(report.result, Some(json!([1, 10, 4])));
+}

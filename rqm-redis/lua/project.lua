@@ -26,8 +26,16 @@ local function node_get(n)
 end
 local function set_state(n, state) redis.call('BITFIELD', ND, 'SET', 'u8', nbits(n, 104), state) end
 
-local meta = redis.call('HMGET', META, 'status', 'submitted_ms', 'retention_s')
+local meta = redis.call('HMGET', META, 'status', 'submitted_ms', 'retention_s', 'queues')
 local STATUS, SUBMITTED, RETENTION = meta[1], tonumber(meta[2]) or NOW, tonumber(meta[3]) or 604800
+-- The caller names the project's queues from a cache; if the project has
+-- come to use more (an append added one), refuse before writing anything.
+if meta[4] and meta[4] ~= '' then
+  local _, commas = string.gsub(meta[4], ',', '')
+  if #KEYS - 13 < commas + 1 then
+    return redis.error_reply('RQM_QUEUES the project uses more queues than the call named')
+  end
+end
 local REL = NOW - SUBMITTED + 1
 if REL < 1 then REL = 1 end
 local RUNNING = STATUS == 'running'

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use redis::aio::{ConnectionManager, MultiplexedConnection};
@@ -23,6 +24,9 @@ use crate::upload::{GraphUpload, NODE_BYTES, VERTEX_BYTES, parse_tail, tail_text
 /// A project's own keys, in the order its scripts take them as KEYS
 /// (see `lua/project.lua`).
 const PROJECT_KEYS: [&str; 10] = ["vx", "ed", "nd", "jb", "rs", "ch", "tl", "meta", "ev", "er"];
+
+/// Projects whose queues a client keeps in mind; past this it forgets all.
+const QUEUE_CACHE: usize = 10_000;
 
 /// Tries of an append whose list keeps changing under it.
 const APPEND_TRIES: usize = 1000;
@@ -126,6 +130,8 @@ pub struct RedisEngine {
     keys: Keys,
     limits: Limits,
     registry: Option<&'static Registry>,
+    /// Each project's queues, in index order, as last read.
+    queue_cache: Arc<Mutex<HashMap<String, Vec<String>>>>,
 }
 
 impl std::fmt::Debug for RedisEngine {
@@ -179,6 +185,7 @@ impl RedisEngine {
             keys,
             limits,
             registry,
+            queue_cache: Arc::default(),
         })
     }
 
@@ -241,6 +248,50 @@ impl RedisEngine {
         }
         invocation.arg(id);
         invocation
+    }
+
+    /// Runs a project script with the project's queues as KEYS, taken from
+    /// a cache: a script refuses (`RQM_QUEUES`) when the project has come to
+    /// use more queues than it was given, and is then run again with them
+    /// read afresh. Saves a round trip per call.
+    async fn run_project<T: redis::FromRedisValue>(
+        &self,
+        script: &redis::Script,
+        id: &str,
+        args: impl Fn(&mut redis::ScriptInvocation<'_>),
+    ) -> Result<T, Error> {
+        let cached = self
+            .queue_cache
+            .lock()
+            .expect("never poisoned")
+            .get(id)
+            .cloned();
+        let mut queues = match cached {
+            Some(queues) => queues,
+            None => self.refresh_queues(id).await?,
+        };
+        let mut conn = self.conn.clone();
+        for refreshed in [false, true] {
+            let mut invocation = self.script(script, id, &queues);
+            args(&mut invocation);
+            match invocation.invoke_async(&mut conn).await {
+                Err(e) if !refreshed && e.to_string().contains("RQM_QUEUES") => {
+                    queues = self.refresh_queues(id).await?;
+                }
+                outcome => return Ok(outcome?),
+            }
+        }
+        unreachable!("the second try returns")
+    }
+
+    async fn refresh_queues(&self, id: &str) -> Result<Vec<String>, Error> {
+        let queues = self.queues_of(id).await?;
+        let mut cache = self.queue_cache.lock().expect("never poisoned");
+        if cache.len() >= QUEUE_CACHE {
+            cache.clear();
+        }
+        cache.insert(id.to_owned(), queues.clone());
+        Ok(queues)
     }
 
     /// Checks a JSON project (SPEC 8) and submits it.
@@ -356,12 +407,10 @@ impl RedisEngine {
 
     /// Begins attempts of leased jobs of one project.
     pub async fn begin(&self, id: &str, nodes: &[u32]) -> Result<Vec<Begun>, Error> {
-        let queues = self.queues_of(id).await?;
-        let mut conn = self.conn.clone();
         let rows: Vec<(u32, u32, String, Option<String>)> = self
-            .script(&BEGIN, id, &queues)
-            .arg(nodes)
-            .invoke_async(&mut conn)
+            .run_project(&BEGIN, id, |invocation| {
+                invocation.arg(nodes);
+            })
             .await?;
         let mut begun = Vec::with_capacity(rows.len());
         for (node, attempt, payload, input) in rows {
@@ -394,22 +443,21 @@ impl RedisEngine {
         id: &str,
         outcomes: &[(u32, u32, Completion, String)],
     ) -> Result<Vec<u32>, Error> {
-        let queues = self.queues_of(id).await?;
-        let mut invocation = self.script(&COMPLETE, id, &queues);
-        for (node, attempt, completion, path) in outcomes {
-            invocation.arg(node).arg(attempt);
-            match completion {
-                Completion::Finished(result) => invocation.arg("ok").arg(result).arg(""),
-                Completion::Allowed(error) => invocation.arg("allow").arg(error).arg(""),
-                Completion::Retry { error, backoff } => invocation
-                    .arg("retry")
-                    .arg(error)
-                    .arg(backoff.as_millis() as u64),
-                Completion::Failed(error) => invocation.arg("fail").arg(error).arg(path),
-            };
-        }
-        let mut conn = self.conn.clone();
-        Ok(invocation.invoke_async(&mut conn).await?)
+        self.run_project(&COMPLETE, id, |invocation| {
+            for (node, attempt, completion, path) in outcomes {
+                invocation.arg(node).arg(attempt);
+                match completion {
+                    Completion::Finished(result) => invocation.arg("ok").arg(result).arg(""),
+                    Completion::Allowed(error) => invocation.arg("allow").arg(error).arg(""),
+                    Completion::Retry { error, backoff } => invocation
+                        .arg("retry")
+                        .arg(error)
+                        .arg(backoff.as_millis() as u64),
+                    Completion::Failed(error) => invocation.arg("fail").arg(error).arg(path),
+                };
+            }
+        })
+        .await
     }
 
     /// Completes an attempt that appended `nodes` to its list, atomically
@@ -615,13 +663,10 @@ impl RedisEngine {
             by_project.entry(id).or_default().push(node);
         }
         for (id, nodes) in &by_project {
-            let queues = self.queues_of(id).await?;
             let _: i64 = self
-                .script(&REQUEUE, id, &queues)
-                .arg(why)
-                .arg(max_lost)
-                .arg(nodes)
-                .invoke_async(&mut conn)
+                .run_project(&REQUEUE, id, |invocation| {
+                    invocation.arg(why).arg(max_lost).arg(nodes);
+                })
                 .await?;
         }
         Ok(entries.len())
@@ -704,12 +749,7 @@ impl RedisEngine {
 
     /// Cancels a project (SPEC 6.4).
     pub async fn cancel(&self, id: &str) -> Result<CancelOutcome, Error> {
-        let queues = self.queues_of(id).await?;
-        let mut conn = self.conn.clone();
-        let before: String = self
-            .script(&CANCEL, id, &queues)
-            .invoke_async(&mut conn)
-            .await?;
+        let before: String = self.run_project(&CANCEL, id, |_| {}).await?;
         match before.as_str() {
             "running" => Ok(CancelOutcome::Cancelled),
             "missing" => Err(Error::NoProject(id.to_owned())),
