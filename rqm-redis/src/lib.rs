@@ -15,7 +15,7 @@ mod error;
 mod graph;
 mod keys;
 mod scripts;
-#[cfg(feature = "testing")]
+#[cfg(feature = "server")]
 pub mod testing;
 mod upload;
 
@@ -25,5 +25,6 @@ pub use error::Error;
 #[cfg(feature = "testing")]
 pub use graph::{Fired, fire, upload};
 pub use keys::{Keys, ProjectKeys};
+pub use scripts::script_names;
 pub use redis;
 pub use upload::{GraphUpload, NODE_BYTES, VERTEX_BYTES};

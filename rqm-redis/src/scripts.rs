@@ -51,3 +51,24 @@ pub(crate) static NEXT: LazyLock<Script> =
 /// Fails a project whose stored state is corrupt.
 pub(crate) static CORRUPT: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../lua/corrupt.lua")));
+
+/// Every script's name and SHA1, so that a slow log or a monitor can say
+/// which script a call ran.
+pub fn script_names() -> Vec<(&'static str, String)> {
+    let scripts: [(&'static str, &LazyLock<Script>); 10] = [
+        ("open", &OPEN),
+        ("begin", &BEGIN),
+        ("complete", &COMPLETE),
+        ("append", &APPEND),
+        ("cancel", &CANCEL),
+        ("requeue", &REQUEUE),
+        ("take", &TAKE),
+        ("due", &DUE),
+        ("next", &NEXT),
+        ("corrupt", &CORRUPT),
+    ];
+    scripts
+        .iter()
+        .map(|(name, script)| (*name, script.get_hash().to_owned()))
+        .collect()
+}

@@ -1,4 +1,4 @@
-//! A private `redis-server` for tests: started on a free loopback port in a
+//! A private `redis-server` for tests and benchmarks: started on a free loopback port in a
 //! temporary folder, never saving to disk unless asked, killed on drop. The
 //! Redis on 6379 belongs to the machine's user and is never touched.
 

@@ -1,0 +1,999 @@
+//! rqm-bench: throughput, latency and scale of rqm, on Redis and in memory.
+//!
+//! `cargo run --release -p examples --bin rqm-bench -- SCENARIO [options]`
+//!
+//! Starts its own `redis-server` on a free loopback port (or uses
+//! `--redis URL`), runs the workers in this process (or as `--worker-procs N`
+//! `rqm-worker run` processes) and prints one JSON line per scenario on
+//! stdout, with every parameter and figure, and a summary on stderr. Each
+//! Redis scenario also measures, on the same server, Redis's own ceiling for
+//! the command pattern rqm uses: EVALSHA of a trivial script at the depth the
+//! worker pipelines, scaled by the jobs rqm gets through per script call.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use clap::{Parser, ValueEnum};
+use futures_util::StreamExt;
+use rqm_core::{Limits, Registry, Report};
+use rqm_redis::redis::{self, aio::MultiplexedConnection};
+use rqm_redis::testing::RedisServer;
+use rqm_redis::{Config, RedisEngine};
+use rqm_worker::{Engine, EngineConfig, WorkerConfig};
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+type Fallible<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Scenario {
+    /// N independent trivial jobs: jobs/s from submit to finished.
+    Fanout,
+    /// Jobs each taking the previous result: ms per hop.
+    Chain,
+    /// Parallel jobs, then one job taking all their results.
+    Fanin,
+    /// Blocking groups, each with a job that appends jobs.
+    Tree,
+    /// Seconds to submit big projects.
+    Submit,
+    /// Redis memory per job, queued and finished.
+    Memory,
+    /// Redis commands per job in fanout and chain.
+    Commands,
+    /// Fanout, chain and fanin on the in-memory engine.
+    Embedded,
+    /// Every scenario, then a table.
+    All,
+}
+
+#[derive(Clone, Debug, Parser)]
+#[command(name = "rqm-bench", about = "Benchmarks of rqm on Redis and in memory")]
+struct Args {
+    /// What to measure.
+    #[arg(value_enum)]
+    scenario: Scenario,
+    /// A Redis to use instead of starting one (its data under the bench's
+    /// prefixes is deleted).
+    #[arg(long)]
+    redis: Option<String>,
+    /// Worker processes (`rqm-worker run` beside this binary); 0 runs one
+    /// worker in this process.
+    #[arg(long, default_value_t = 0)]
+    worker_procs: usize,
+    /// Jobs in `fanout`.
+    #[arg(long, default_value_t = 100_000)]
+    jobs: usize,
+    /// Jobs in `chain`.
+    #[arg(long, default_value_t = 1_000)]
+    chain: usize,
+    /// Parallel jobs in `fanin`.
+    #[arg(long, default_value_t = 10_000)]
+    fanin: usize,
+    /// Blocking groups in `tree`.
+    #[arg(long, default_value_t = 100)]
+    groups: usize,
+    /// Jobs each group's job appends in `tree`.
+    #[arg(long, default_value_t = 1_000)]
+    appends: usize,
+    /// Node counts `submit` submits.
+    #[arg(long, value_delimiter = ',', default_values_t = [100_000, 1_000_000])]
+    submit_sizes: Vec<usize>,
+    /// Attempts each worker runs at once.
+    #[arg(long, default_value_t = 1024)]
+    concurrency: usize,
+    /// Jobs a worker takes or reports per round trip.
+    #[arg(long, default_value_t = 256)]
+    batch: usize,
+    /// Exit with status 1 when a figure misses its target.
+    #[arg(long)]
+    check: bool,
+}
+
+/// A figure, its target, and whether it met it.
+struct Target {
+    scenario: &'static str,
+    figure: &'static str,
+    value: f64,
+    /// `<=` or `>=`.
+    op: &'static str,
+    target: f64,
+}
+
+impl Target {
+    fn met(&self) -> bool {
+        if self.op == "<=" {
+            self.value <= self.target
+        } else {
+            self.value >= self.target
+        }
+    }
+}
+
+/// What Redis did during a scenario.
+#[derive(Clone, Debug, Default)]
+struct ServerStats {
+    /// Commands, those scripts call included.
+    commands: u64,
+    /// Script calls (EVALSHA, EVAL).
+    scripts: u64,
+    /// Per command name.
+    by_command: BTreeMap<String, u64>,
+    /// The slowest call in SLOWLOG, µs.
+    slowest_us: u64,
+    /// Calls slower than 10 ms.
+    over_10ms: usize,
+    /// The slowest calls: µs, and the command or script.
+    slowest: Vec<(u64, String)>,
+}
+
+impl ServerStats {
+    fn json(&self, jobs: usize) -> Value {
+        json!({
+            "commands": self.commands,
+            "commands_per_job": per(self.commands, jobs),
+            "script_calls": self.scripts,
+            "jobs_per_script_call": if self.scripts == 0 { 0.0 } else { jobs as f64 / self.scripts as f64 },
+            "slowest_call_us": self.slowest_us,
+            "calls_over_10ms": self.over_10ms,
+            "slowest_calls": self.slowest.iter().map(|(us, what)| json!({"us": us, "what": what})).collect::<Vec<_>>(),
+            "by_command": self.by_command,
+        })
+    }
+}
+
+fn per(n: u64, jobs: usize) -> f64 {
+    n as f64 / jobs.max(1) as f64
+}
+
+/// The Redis side of the bench: the server, an admin connection, the
+/// engine and its workers.
+struct Bench {
+    _server: Option<RedisServer>,
+    url: String,
+    admin: MultiplexedConnection,
+    engine: RedisEngine,
+    workers: Vec<Worker>,
+    owns_server: bool,
+}
+
+enum Worker {
+    InProcess(oneshot::Sender<()>, JoinHandle<()>),
+    Process(Child),
+}
+
+const PREFIX: &str = "rqmbench:";
+const QUIET_PREFIX: &str = "rqmbench-idle:";
+
+fn limits() -> Limits {
+    Limits {
+        max_nodes: 2_000_000,
+        max_bytes: 256 << 20,
+        ..Limits::default()
+    }
+}
+
+fn registry() -> &'static Registry {
+    examples::library::link();
+    Registry::global().expect("the job library registers cleanly")
+}
+
+async fn engine(url: &str, prefix: &str) -> Fallible<RedisEngine> {
+    let config = Config {
+        url: url.to_owned(),
+        prefix: prefix.to_owned(),
+        ..Config::default()
+    };
+    Ok(RedisEngine::connect(config, limits(), Some(registry())).await?)
+}
+
+fn worker_config(args: &Args) -> WorkerConfig {
+    WorkerConfig {
+        concurrency: args.concurrency,
+        batch: args.batch,
+        ..WorkerConfig::default()
+    }
+}
+
+fn spawn_in_process(engine: RedisEngine, config: WorkerConfig) -> Worker {
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = stopped.await;
+        };
+        if let Err(e) = rqm_worker::run_redis_worker(engine, registry(), config, shutdown).await {
+            eprintln!("worker stopped: {e}");
+        }
+    });
+    Worker::InProcess(stop, task)
+}
+
+fn worker_binary() -> Fallible<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let path = exe.with_file_name("rqm-worker");
+    if !path.exists() {
+        return Err(format!(
+            "--worker-procs needs the rqm-worker binary beside rqm-bench ({}): build it with `cargo build --release -p examples --bins`",
+            path.display()
+        )
+        .into());
+    }
+    Ok(path)
+}
+
+impl Bench {
+    async fn start(args: &Args) -> Fallible<Bench> {
+        let (server, url) = match &args.redis {
+            Some(url) => (None, url.clone()),
+            None => {
+                let server = RedisServer::start_with(&["--appendonly", "no"]);
+                let url = server.url();
+                (Some(server), url)
+            }
+        };
+        let client = redis::Client::open(url.as_str())?;
+        let admin = client.get_multiplexed_async_connection().await?;
+        let engine = engine(&url, PREFIX).await?;
+        let owns_server = server.is_some();
+        let mut bench = Bench {
+            _server: server,
+            url,
+            admin,
+            engine,
+            workers: Vec::new(),
+            owns_server,
+        };
+        bench.clear().await?;
+        if args.worker_procs == 0 {
+            bench.workers.push(spawn_in_process(
+                bench.engine.clone(),
+                worker_config(args),
+            ));
+        } else {
+            let binary = worker_binary()?;
+            for _ in 0..args.worker_procs {
+                let child = Command::new(&binary)
+                    .args(["run", "--redis", &bench.url, "--prefix", PREFIX])
+                    .arg("--concurrency")
+                    .arg(args.concurrency.to_string())
+                    .env("RQM_LOG", "warn")
+                    .stdin(Stdio::null())
+                    .spawn()?;
+                bench.workers.push(Worker::Process(child));
+            }
+        }
+        Ok(bench)
+    }
+
+    async fn stop(self) {
+        for worker in self.workers {
+            match worker {
+                Worker::InProcess(stop, task) => {
+                    let _ = stop.send(());
+                    let _ = task.await;
+                }
+                Worker::Process(mut child) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                }
+            }
+        }
+    }
+
+    /// Deletes what earlier runs left under the bench's prefixes.
+    async fn clear(&mut self) -> Fallible<()> {
+        if self.owns_server {
+            let () = redis::cmd("FLUSHALL").query_async(&mut self.admin).await?;
+            return Ok(());
+        }
+        for prefix in [PREFIX, QUIET_PREFIX] {
+            let mut cursor = 0u64;
+            loop {
+                let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(format!("{prefix}*"))
+                    .arg("COUNT")
+                    .arg(1000)
+                    .query_async(&mut self.admin)
+                    .await?;
+                if !keys.is_empty() {
+                    let _: i64 = redis::cmd("UNLINK")
+                        .arg(&keys)
+                        .query_async(&mut self.admin)
+                        .await?;
+                }
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+        }
+        Ok(())
+    }
+
+    async fn used_memory(&mut self) -> Fallible<u64> {
+        let info: String = redis::cmd("INFO")
+            .arg("memory")
+            .query_async(&mut self.admin)
+            .await?;
+        info.lines()
+            .find_map(|l| l.strip_prefix("used_memory:"))
+            .and_then(|v| v.trim().parse().ok())
+            .ok_or_else(|| "INFO memory has no used_memory".into())
+    }
+
+    /// Resets the server's command counts and slow log.
+    async fn reset_stats(&mut self) -> Fallible<()> {
+        let () = redis::cmd("CONFIG")
+            .arg("RESETSTAT")
+            .query_async(&mut self.admin)
+            .await?;
+        let () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("slowlog-log-slower-than")
+            .arg(1000)
+            .arg("slowlog-max-len")
+            .arg(1024)
+            .query_async(&mut self.admin)
+            .await?;
+        let () = redis::cmd("SLOWLOG")
+            .arg("RESET")
+            .query_async(&mut self.admin)
+            .await?;
+        Ok(())
+    }
+
+    async fn stats(&mut self) -> Fallible<ServerStats> {
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query_async(&mut self.admin)
+            .await?;
+        let mut stats = ServerStats::default();
+        for line in info.lines() {
+            let Some((name, rest)) = line
+                .strip_prefix("cmdstat_")
+                .and_then(|l| l.split_once(':'))
+            else {
+                continue;
+            };
+            // The bench's own measuring is not rqm's work.
+            if matches!(name, "info" | "config" | "config|resetstat" | "config|set")
+                || name.starts_with("slowlog")
+            {
+                continue;
+            }
+            let calls: u64 = rest
+                .split(',')
+                .find_map(|kv| kv.strip_prefix("calls="))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            stats.commands += calls;
+            if name == "evalsha" || name == "eval" {
+                stats.scripts += calls;
+            }
+            stats.by_command.insert(name.to_owned(), calls);
+        }
+        let mut log = redis::cmd("SLOWLOG")
+            .arg("GET")
+            .arg(1024)
+            .query_async::<redis::Value>(&mut self.admin)
+            .await
+            .map(|v| slowlog_entries(&v))?;
+        log.sort_by(|a, b| b.0.cmp(&a.0));
+        for (us, _) in &log {
+            stats.slowest_us = stats.slowest_us.max(*us);
+            if *us > 10_000 {
+                stats.over_10ms += 1;
+            }
+        }
+        log.truncate(5);
+        stats.slowest = log;
+        Ok(stats)
+    }
+
+    /// Submits `json` and waits for the project to end, timing from the
+    /// start of submit to the end's publish; then reads its report.
+    async fn run(&mut self, json: &[u8]) -> Fallible<(Duration, Report)> {
+        run_on(&self.engine, json).await
+    }
+
+    /// Trivial-script calls per second on this server, `depth` in flight.
+    async fn ceiling(&mut self, depth: usize) -> Fallible<f64> {
+        let script = redis::Script::new("return 1");
+        let client = redis::Client::open(self.url.as_str())?;
+        let conn = client.get_multiplexed_async_connection().await?;
+        let window = Duration::from_millis(500);
+        let start = Instant::now();
+        let mut tasks = Vec::new();
+        for _ in 0..depth {
+            let (mut conn, script) = (conn.clone(), script.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut calls = 0u64;
+                while start.elapsed() < window {
+                    let _: i64 = script.invoke_async(&mut conn).await?;
+                    calls += 1;
+                }
+                Ok::<u64, redis::RedisError>(calls)
+            }));
+        }
+        let mut calls = 0;
+        for t in tasks {
+            calls += t.await??;
+        }
+        Ok(calls as f64 / start.elapsed().as_secs_f64())
+    }
+}
+
+/// The slow log's entries as (µs, what ran), scripts named.
+fn slowlog_entries(v: &redis::Value) -> Vec<(u64, String)> {
+    let redis::Value::Array(entries) = v else {
+        return Vec::new();
+    };
+    let names = rqm_redis::script_names();
+    let text = |v: &redis::Value| match v {
+        redis::Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+        other => format!("{other:?}"),
+    };
+    entries
+        .iter()
+        .filter_map(|e| {
+            let redis::Value::Array(fields) = e else {
+                return None;
+            };
+            let Some(redis::Value::Int(us)) = fields.get(2) else {
+                return None;
+            };
+            let what = match fields.get(3) {
+                Some(redis::Value::Array(argv)) if !argv.is_empty() => {
+                    let command = text(&argv[0]).to_lowercase();
+                    let sha = argv.get(1).map(text).unwrap_or_default();
+                    match names.iter().find(|(_, h)| *h == sha) {
+                        Some((name, _)) if command == "evalsha" => format!("script {name}"),
+                        _ => command,
+                    }
+                }
+                _ => String::new(),
+            };
+            Some((u64::try_from(*us).unwrap_or(0), what))
+        })
+        .collect()
+}
+
+async fn run_on(engine: &RedisEngine, json: &[u8]) -> Fallible<(Duration, Report)> {
+    let mut pubsub = engine.client().get_async_pubsub().await?;
+    pubsub.subscribe(engine.ended_channel()).await?;
+    let mut ended = pubsub.into_on_message();
+    let start = Instant::now();
+    let id = engine.submit_json(json).await?;
+    let deadline = Duration::from_secs(600);
+    loop {
+        let message = tokio::time::timeout(deadline.saturating_sub(start.elapsed()), ended.next())
+            .await
+            .map_err(|_| format!("project {id} did not end within {deadline:?}"))?
+            .ok_or("the subscription to ended projects broke")?;
+        if message.get_payload::<String>().ok().as_deref() == Some(id.as_str()) {
+            break;
+        }
+    }
+    let elapsed = start.elapsed();
+    let report = engine.status(&id).await?;
+    Ok((elapsed, report))
+}
+
+fn fanout_json(n: usize) -> Vec<u8> {
+    let jobs: Vec<Value> = (0..n)
+        .map(|i| json!({"func": "simpleTask", "args": i}))
+        .collect();
+    serde_json::to_vec(&json!({"jobs": jobs})).expect("JSON")
+}
+
+fn fanout_result(n: usize) -> Value {
+    Value::Array((0..n).map(|i| json!(2 * i)).collect())
+}
+
+fn chain_json(n: usize) -> Vec<u8> {
+    let mut jobs = vec![json!({"func": "hop", "args": 0})];
+    jobs.extend((1..n).map(|_| json!({"func": "hop", "previousJobArgs": true})));
+    serde_json::to_vec(&json!({"jobs": jobs})).expect("JSON")
+}
+
+fn fanin_json(n: usize) -> Vec<u8> {
+    let parallel: Vec<Value> = (0..n)
+        .map(|i| json!({"func": "simpleTask", "args": i}))
+        .collect();
+    serde_json::to_vec(&json!({"jobs": [{"jobs": parallel}, {"func": "sum", "previousJobArgs": true}]}))
+        .expect("JSON")
+}
+
+fn fanin_result(n: usize) -> Value {
+    let parallel = fanout_result(n);
+    let total: u64 = (0..n as u64).map(|i| 2 * i).sum();
+    json!([parallel, total])
+}
+
+fn tree_json(groups: usize, appends: usize) -> Vec<u8> {
+    let list: Vec<Value> = (0..groups)
+        .map(|_| json!({"blocking": true, "jobs": [{"func": "addJobs", "args": appends}]}))
+        .collect();
+    serde_json::to_vec(&json!({"jobs": list})).expect("JSON")
+}
+
+fn tree_result(groups: usize, appends: usize) -> Value {
+    let x = appends as u64;
+    let mut group = vec![json!(2 * x)];
+    group.extend((0..x).map(|i| json!(2 * (2 * x + i))));
+    Value::Array((0..groups).map(|_| Value::Array(group.clone())).collect())
+}
+
+fn expect_result(scenario: &str, report: &Report, expected: &Value) -> Fallible<()> {
+    if report.status != "finished" {
+        return Err(format!(
+            "{scenario}: the project ended {} ({:?})",
+            report.status, report.error
+        )
+        .into());
+    }
+    if report.result.as_ref() != Some(expected) {
+        return Err(format!("{scenario}: the project's result is not the expected one").into());
+    }
+    Ok(())
+}
+
+/// Hop times from a chain's results (each job's start, µs): p50 and p99 ms.
+fn hops(report: &Report, n: usize) -> Fallible<(f64, f64)> {
+    let stamps: Vec<u64> = report
+        .result
+        .as_ref()
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_u64).collect())
+        .unwrap_or_default();
+    if report.status != "finished" || stamps.len() != n || n < 2 {
+        return Err(format!("chain: the project ended {} without {n} stamps", report.status).into());
+    }
+    let mut gaps: Vec<u64> = stamps.windows(2).map(|w| w[1].saturating_sub(w[0])).collect();
+    gaps.sort_unstable();
+    let at = |q: f64| gaps[((gaps.len() - 1) as f64 * q).round() as usize] as f64 / 1000.0;
+    Ok((at(0.5), at(0.99)))
+}
+
+/// Peak resident memory growth of this process while `f` runs, bytes.
+fn rss_field(name: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+fn reset_peak_rss() {
+    // Linux: writing 5 resets the peak (VmHWM) to the current size.
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+struct Out {
+    lines: Vec<Value>,
+    targets: Vec<Target>,
+}
+
+impl Out {
+    fn emit(&mut self, line: Value, summary: String) {
+        println!("{line}");
+        eprintln!("{summary}");
+        self.lines.push(line);
+    }
+
+    fn target(
+        &mut self,
+        scenario: &'static str,
+        figure: &'static str,
+        value: f64,
+        op: &'static str,
+        target: f64,
+    ) -> Value {
+        let t = Target {
+            scenario,
+            figure,
+            value,
+            op,
+            target,
+        };
+        let v = json!({"figure": figure, "value": value, "target": format!("{op} {target}"), "met": t.met()});
+        self.targets.push(t);
+        v
+    }
+}
+
+async fn measured<T>(
+    bench: &mut Bench,
+    f: impl AsyncFnOnce(&mut Bench) -> Fallible<T>,
+) -> Fallible<(T, ServerStats)> {
+    bench.reset_stats().await?;
+    let out = f(bench).await?;
+    let stats = bench.stats().await?;
+    Ok((out, stats))
+}
+
+fn common(args: &Args) -> Value {
+    json!({
+        "engine": "redis",
+        "worker_procs": args.worker_procs,
+        "concurrency": args.concurrency,
+        "batch": args.batch,
+        "cores": std::thread::available_parallelism().map_or(0, |n| n.get()),
+    })
+}
+
+fn merge(mut a: Value, b: Value) -> Value {
+    if let (Some(a), Value::Object(b)) = (a.as_object_mut(), b) {
+        a.extend(b);
+    }
+    a
+}
+
+/// Redis's ceiling for the pattern: trivial script calls/s at depth 2 (a
+/// worker's take loop and its reporter each keep one call in flight) times
+/// the jobs rqm got through per script call.
+async fn with_ceiling(bench: &mut Bench, jobs: usize, stats: &ServerStats, rate: f64) -> Fallible<Value> {
+    let calls = bench.ceiling(2).await?;
+    let jobs_per_call = if stats.scripts == 0 {
+        0.0
+    } else {
+        jobs as f64 / stats.scripts as f64
+    };
+    let ceiling = calls * jobs_per_call;
+    Ok(json!({
+        "ceiling_trivial_evalsha_per_s": calls.round(),
+        "ceiling_jobs_per_s": ceiling.round(),
+        "fraction_of_ceiling": if ceiling > 0.0 { rate / ceiling } else { 0.0 },
+    }))
+}
+
+async fn fanout(bench: &mut Bench, args: &Args, out: &mut Out) -> Fallible<()> {
+    let n = args.jobs;
+    let json = fanout_json(n);
+    let ((elapsed, report), stats) = measured(bench, async |b| b.run(&json).await).await?;
+    expect_result("fanout", &report, &fanout_result(n))?;
+    let rate = n as f64 / elapsed.as_secs_f64();
+    let ceiling = with_ceiling(bench, n, &stats, rate).await?;
+    let targets = json!([
+        out.target("fanout", "jobs_per_s", rate, ">=", 70_000.0),
+        out.target("fanout", "commands_per_job", per(stats.commands, n), "<=", 3.0),
+        out.target("fanout", "calls_over_10ms", stats.over_10ms as f64, "<=", 0.0),
+    ]);
+    let line = merge(
+        merge(common(args), json!({"scenario": "fanout", "jobs": n, "seconds": elapsed.as_secs_f64(), "jobs_per_s": rate.round(), "redis": stats.json(n), "targets": targets})),
+        ceiling.clone(),
+    );
+    out.emit(
+        line,
+        format!(
+            "fanout: {n} jobs in {:.3} s = {:.0} jobs/s ({:.1}% of Redis's ceiling {:.0}), {:.2} commands/job, slowest call {} us",
+            elapsed.as_secs_f64(),
+            rate,
+            100.0 * ceiling["fraction_of_ceiling"].as_f64().unwrap_or(0.0),
+            ceiling["ceiling_jobs_per_s"].as_f64().unwrap_or(0.0),
+            per(stats.commands, n),
+            stats.slowest_us
+        ),
+    );
+    Ok(())
+}
+
+async fn chain(bench: &mut Bench, args: &Args, out: &mut Out) -> Fallible<()> {
+    let n = args.chain;
+    let json = chain_json(n);
+    let ((elapsed, report), stats) = measured(bench, async |b| b.run(&json).await).await?;
+    let (p50, p99) = hops(&report, n)?;
+    let targets = json!([
+        out.target("chain", "hop_ms_p50", p50, "<=", 0.25),
+        out.target("chain", "commands_per_job", per(stats.commands, n), "<=", 6.0),
+        out.target("chain", "calls_over_10ms", stats.over_10ms as f64, "<=", 0.0),
+    ]);
+    let line = merge(
+        common(args),
+        json!({"scenario": "chain", "jobs": n, "seconds": elapsed.as_secs_f64(), "hop_ms_p50": p50, "hop_ms_p99": p99, "redis": stats.json(n), "targets": targets}),
+    );
+    out.emit(
+        line,
+        format!(
+            "chain: {n} hops in {:.3} s, p50 {p50:.3} ms, p99 {p99:.3} ms per hop, {:.2} commands/job",
+            elapsed.as_secs_f64(),
+            per(stats.commands, n)
+        ),
+    );
+    Ok(())
+}
+
+async fn fanin(bench: &mut Bench, args: &Args, out: &mut Out) -> Fallible<()> {
+    let n = args.fanin;
+    let json = fanin_json(n);
+    let ((elapsed, report), stats) = measured(bench, async |b| b.run(&json).await).await?;
+    expect_result("fanin", &report, &fanin_result(n))?;
+    let targets = json!([
+        out.target("fanin", "seconds", elapsed.as_secs_f64(), "<=", 0.3),
+        out.target("fanin", "calls_over_10ms", stats.over_10ms as f64, "<=", 0.0),
+    ]);
+    let line = merge(
+        common(args),
+        json!({"scenario": "fanin", "jobs": n + 1, "seconds": elapsed.as_secs_f64(), "redis": stats.json(n + 1), "targets": targets}),
+    );
+    out.emit(
+        line,
+        format!(
+            "fanin: {n} parallel jobs and one taking their results in {:.3} s, {:.2} commands/job",
+            elapsed.as_secs_f64(),
+            per(stats.commands, n + 1)
+        ),
+    );
+    Ok(())
+}
+
+async fn tree(bench: &mut Bench, args: &Args, out: &mut Out) -> Fallible<()> {
+    let (groups, appends) = (args.groups, args.appends);
+    let jobs = groups * (appends + 1);
+    let json = tree_json(groups, appends);
+    let ((elapsed, report), stats) = measured(bench, async |b| b.run(&json).await).await?;
+    expect_result("tree", &report, &tree_result(groups, appends))?;
+    let rate = jobs as f64 / elapsed.as_secs_f64();
+    let targets = json!([out.target(
+        "tree",
+        "calls_over_10ms",
+        stats.over_10ms as f64,
+        "<=",
+        0.0
+    )]);
+    let line = merge(
+        common(args),
+        json!({"scenario": "tree", "groups": groups, "appends_per_group": appends, "jobs": jobs, "seconds": elapsed.as_secs_f64(), "jobs_per_s": rate.round(), "redis": stats.json(jobs), "targets": targets}),
+    );
+    out.emit(
+        line,
+        format!(
+            "tree: {groups} blocking groups x (1 + {appends} appended) = {jobs} jobs in {:.3} s = {rate:.0} jobs/s, {:.2} commands/job",
+            elapsed.as_secs_f64(),
+            per(stats.commands, jobs)
+        ),
+    );
+    Ok(())
+}
+
+async fn submit(bench: &mut Bench, args: &Args, out: &mut Out) -> Fallible<()> {
+    // Under a prefix no worker serves: only the submit is measured.
+    let idle = engine(&bench.url, QUIET_PREFIX).await?;
+    for &n in &args.submit_sizes {
+        // n nodes: the root group and n - 1 jobs.
+        let json = fanout_json(n.saturating_sub(1));
+        let rss_before = rss_field("VmRSS:");
+        reset_peak_rss();
+        let ((seconds, _id), stats) = measured(bench, async |_| {
+            let start = Instant::now();
+            let id = idle.submit_json(&json).await?;
+            Ok((start.elapsed().as_secs_f64(), id))
+        })
+        .await?;
+        let growth = rss_field("VmHWM:").saturating_sub(rss_before);
+        let target = if n <= 100_000 { 0.5 } else { 5.0 };
+        let figure = if n <= 100_000 {
+            "seconds_100k"
+        } else {
+            "seconds_1m"
+        };
+        let targets = json!([
+            out.target("submit", figure, seconds, "<=", target),
+            out.target(
+                "submit",
+                "calls_over_10ms",
+                stats.over_10ms as f64,
+                "<=",
+                0.0
+            ),
+        ]);
+        let line = merge(
+            common(args),
+            json!({"scenario": "submit", "nodes": n, "json_bytes": json.len(), "seconds": seconds, "submitter_peak_rss_growth_bytes": growth, "redis": stats.json(n), "targets": targets}),
+        );
+        out.emit(
+            line,
+            format!(
+                "submit: {n} nodes ({:.1} MB of JSON) in {seconds:.3} s; the submitter grew by {:.1} MB at its peak; slowest Redis call {} us",
+                json.len() as f64 / 1e6,
+                growth as f64 / 1e6,
+                stats.slowest_us
+            ),
+        );
+        bench.clear_quiet().await?;
+    }
+    Ok(())
+}
+
+impl Bench {
+    async fn clear_quiet(&mut self) -> Fallible<()> {
+        let mut cursor = 0u64;
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(format!("{QUIET_PREFIX}*"))
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut self.admin)
+                .await?;
+            if !keys.is_empty() {
+                let _: i64 = redis::cmd("UNLINK")
+                    .arg(&keys)
+                    .query_async(&mut self.admin)
+                    .await?;
+            }
+            if next == 0 {
+                return Ok(());
+            }
+            cursor = next;
+        }
+    }
+}
+
+async fn memory(bench: &mut Bench, args: &Args, out: &mut Out) -> Fallible<()> {
+    let n = args.jobs;
+    let idle = engine(&bench.url, QUIET_PREFIX).await?;
+    bench.clear_quiet().await?;
+    let json = fanout_json(n);
+    let before = bench.used_memory().await?;
+    let mut pubsub = idle.client().get_async_pubsub().await?;
+    pubsub.subscribe(idle.ended_channel()).await?;
+    let mut ended = pubsub.into_on_message();
+    let id = idle.submit_json(&json).await?;
+    let queued = bench.used_memory().await?.saturating_sub(before);
+    // Now a worker serves the prefix, and the project runs to its end.
+    let worker = spawn_in_process(idle.clone(), worker_config(args));
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(600), ended.next())
+            .await
+            .map_err(|_| "the memory project did not end in 10 minutes")?
+            .ok_or("the subscription to ended projects broke")?;
+        if message.get_payload::<String>().ok().as_deref() == Some(id.as_str()) {
+            break;
+        }
+    }
+    if let Worker::InProcess(stop, task) = worker {
+        let _ = stop.send(());
+        let _ = task.await;
+    }
+    let finished = bench.used_memory().await?.saturating_sub(before);
+    let report = idle.status(&id).await?;
+    expect_result("memory", &report, &fanout_result(n))?;
+    let (q, f) = (queued as f64 / n as f64, finished as f64 / n as f64);
+    let targets = json!([out.target("memory", "finished_bytes_per_job", f, "<=", 250.0)]);
+    let line = merge(
+        common(args),
+        json!({"scenario": "memory", "jobs": n, "queued_bytes": queued, "finished_bytes": finished, "queued_bytes_per_job": q, "finished_bytes_per_job": f, "targets": targets}),
+    );
+    out.emit(
+        line,
+        format!("memory: {n} trivial jobs take {q:.0} B/job of Redis memory while queued, {f:.0} B/job once finished (kept for the retention)"),
+    );
+    bench.clear_quiet().await?;
+    Ok(())
+}
+
+async fn embedded(args: &Args, out: &mut Out) -> Fallible<()> {
+    let engine = Engine::new(EngineConfig {
+        concurrency: args.concurrency,
+        limits: limits(),
+    })?;
+    let run = async |json: &[u8]| -> Fallible<(Duration, Report)> {
+        let start = Instant::now();
+        let handle = engine.submit_json(json)?;
+        let report = handle.wait().await;
+        Ok((start.elapsed(), report))
+    };
+    let n = args.jobs;
+    let (elapsed, report) = run(&fanout_json(n)).await?;
+    expect_result("embedded fanout", &report, &fanout_result(n))?;
+    let rate = n as f64 / elapsed.as_secs_f64();
+    let (chain_elapsed, chain_report) = run(&chain_json(args.chain)).await?;
+    let (p50, p99) = hops(&chain_report, args.chain)?;
+    let (fanin_elapsed, fanin_report) = run(&fanin_json(args.fanin)).await?;
+    expect_result("embedded fanin", &fanin_report, &fanin_result(args.fanin))?;
+    let targets = json!([out.target("embedded", "fanout_jobs_per_s", rate, ">=", 1_000_000.0)]);
+    let line = json!({
+        "scenario": "embedded", "engine": "embedded", "concurrency": args.concurrency,
+        "fanout_jobs": n, "fanout_seconds": elapsed.as_secs_f64(), "fanout_jobs_per_s": rate.round(),
+        "chain_jobs": args.chain, "chain_seconds": chain_elapsed.as_secs_f64(), "hop_ms_p50": p50, "hop_ms_p99": p99,
+        "fanin_jobs": args.fanin + 1, "fanin_seconds": fanin_elapsed.as_secs_f64(),
+        "targets": targets,
+    });
+    out.emit(
+        line,
+        format!(
+            "embedded: fanout {n} jobs in {:.3} s = {rate:.0} jobs/s; chain p50 {p50:.3} ms, p99 {p99:.3} ms per hop; fanin of {} in {:.3} s",
+            elapsed.as_secs_f64(),
+            args.fanin,
+            fanin_elapsed.as_secs_f64()
+        ),
+    );
+    Ok(())
+}
+
+async fn main_async(args: Args) -> Fallible<bool> {
+    let mut out = Out {
+        lines: Vec::new(),
+        targets: Vec::new(),
+    };
+    let redis_needed = args.scenario != Scenario::Embedded;
+    let mut bench = if redis_needed {
+        Some(Bench::start(&args).await?)
+    } else {
+        None
+    };
+    let scenarios: &[Scenario] = match args.scenario {
+        Scenario::All => &[
+            Scenario::Fanout,
+            Scenario::Chain,
+            Scenario::Fanin,
+            Scenario::Tree,
+            Scenario::Submit,
+            Scenario::Memory,
+            Scenario::Embedded,
+        ],
+        Scenario::Commands => &[Scenario::Fanout, Scenario::Chain],
+        _ => std::slice::from_ref(&args.scenario),
+    };
+    for &scenario in scenarios {
+        let b = bench.as_mut();
+        match (scenario, b) {
+            (Scenario::Embedded, _) => embedded(&args, &mut out).await?,
+            (Scenario::Fanout, Some(b)) => fanout(b, &args, &mut out).await?,
+            (Scenario::Chain, Some(b)) => chain(b, &args, &mut out).await?,
+            (Scenario::Fanin, Some(b)) => fanin(b, &args, &mut out).await?,
+            (Scenario::Tree, Some(b)) => tree(b, &args, &mut out).await?,
+            (Scenario::Submit, Some(b)) => submit(b, &args, &mut out).await?,
+            (Scenario::Memory, Some(b)) => memory(b, &args, &mut out).await?,
+            _ => unreachable!("Redis is started for every Redis scenario"),
+        }
+    }
+    if let Some(bench) = bench {
+        bench.stop().await;
+    }
+    eprintln!();
+    eprintln!("{:<10} {:<24} {:>14} {:>12}  met", "scenario", "figure", "value", "target");
+    let mut all_met = true;
+    for t in &out.targets {
+        all_met &= t.met();
+        eprintln!(
+            "{:<10} {:<24} {:>14.3} {:>12}  {}",
+            t.scenario,
+            t.figure,
+            t.value,
+            format!("{} {}", t.op, t.target),
+            if t.met() { "yes" } else { "NO" }
+        );
+    }
+    Ok(all_met)
+}
+
+fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    let check = args.check;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    match runtime.block_on(main_async(args)) {
+        Ok(all_met) if all_met || !check => std::process::ExitCode::SUCCESS,
+        Ok(_) => {
+            eprintln!("rqm-bench: a figure missed its target (--check)");
+            std::process::ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("rqm-bench: {e}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
