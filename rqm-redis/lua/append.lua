@@ -5,21 +5,31 @@
 -- ARGV[2]: node; [3]: attempt; [4]: the result; [5]: a JSON plan:
 --   {parent, tail (as read), next_node, next_vertex, edges: [from, to, ...],
 --    children: {group: [ids]}, tails: {group: tail}, jobs: {id: payload},
---    queues: [every queue of the project, in order]}
--- [6]: the new vertex records; [7]: the new node records.
+--    queues: [every queue of the project, in order], unlease: [entries]}
+-- [6]: the new vertex records (vx); [7]: their pending counts (vp);
+-- [8]: the new node records (nd).
+-- Returns {`ok`, `stale` or `conflict`, 1 if a release is left for later
+-- calls else 0}.
 local n, attempt = tonumber(ARGV[2]), tonumber(ARGV[3])
-local rec = node_get(n)
-if rec.state ~= S_RUNNING or rec.attempts ~= attempt then return 'stale' end
+if cget(S, n) ~= S_RUNNING or cget(A, n) ~= attempt then return {'stale', 0} end
 local plan = cjson.decode(ARGV[5])
 local ids = redis.call('HMGET', META, 'next_node', 'next_vertex')
 if tonumber(ids[1]) ~= plan.next_node or tonumber(ids[2]) ~= plan.next_vertex
   or redis.call('HGET', TL, plan.parent) ~= plan.tail then
-  return 'conflict'
+  return {'conflict', 0}
 end
-redis.call('APPEND', VX, ARGV[6])
-redis.call('APPEND', ND, ARGV[7])
-local added_vertices = #ARGV[6] / 24
-local added_nodes = #ARGV[7] / 32
+local vertex_of = nvertex(n)
+local added_vertices = #ARGV[6] / 20
+local added_nodes = #ARGV[8] / 20
+-- New records go at the ends of the strings; cached blocks there are stale.
+cflush(P)
+for _, c in ipairs({S, A, TS, TF}) do cflush(c) end
+redis.call('APPEND', KEYS[1], ARGV[6])
+redis.call('APPEND', KEYS[3], ARGV[7])
+redis.call('APPEND', ND.key, ARGV[8])
+redis.call('APPEND', NS, string.rep('\0', added_nodes))
+for _, key in ipairs({NA, NTS, NTF}) do redis.call('APPEND', key, string.rep('\0', 4 * added_nodes)) end
+for _, s in ipairs({VS, P, ND, S, A, TS, TF}) do s.blocks = {} end
 redis.call('HSET', META, 'next_node', plan.next_node + added_nodes,
   'next_vertex', plan.next_vertex + added_vertices, 'queues', table.concat(plan.queues, ','))
 for id, payload in pairs(plan.jobs) do redis.call('HSET', JB, id, payload) end
@@ -32,14 +42,14 @@ end
 for g, tail in pairs(plan.tails) do redis.call('HSET', TL, g, tail) end
 local edges = plan.edges
 for i = 1, #edges, 2 do add_edge(edges[i], edges[i + 1]) end
-redis.call('ZREM', LEASES, ID .. ':' .. n)
-redis.call('HSET', RS, n, ARGV[4])
-redis.call('BITFIELD', ND, 'SET', 'u8', nbits(n, 104), S_FINISHED, 'SET', 'u32', nbits(n, 192), REL)
+for _, e in ipairs(plan.unlease or {}) do unleased[#unleased + 1] = ID .. ':' .. e end
+results[n] = ARGV[4]
+cset(S, n, S_FINISHED)
+cset(TF, n, REL)
 event('finished', n)
 event('added', n, added_nodes)
 if added_vertices > 0 then
-  settle(plan.next_vertex, plan.next_vertex + added_vertices - 1, on_job, on_group)
+  keep_backlog(settle(plan.next_vertex, plan.next_vertex + added_vertices - 1, H))
 end
-finish_jobs({rec.vertex}, on_job, on_group)
-flush()
-return 'ok'
+keep_backlog(finish_jobs({vertex_of}, H))
+return {'ok', flush() and 1 or 0}

@@ -1,35 +1,66 @@
 -- Begins attempts of leased jobs of one project. A job that is no longer
--- ready (its project ended, or the entry is stale) is let go. Everything is
--- read before anything is written, so a key that does not read (tampered
--- with) fails the call without changing a thing.
--- ARGV[2..]: node ids. Returns {node, attempt, payload, input or false}.
-local todo = {}
-for i = 2, #ARGV do
-  local n = tonumber(ARGV[i])
-  local rec = node_get(n)
-  if RUNNING and rec.state == S_READY then
-    local input = false
-    if bit.band(rec.flags, 4) ~= 0 then
-      local previous = redis.call('BITFIELD', ND, 'GET', 'u32', nbits(n, 224))[1]
-      input = redis.call('HGET', RS, previous) or 'null'
-    end
-    todo[#todo + 1] = {n, rec.attempts + 1, redis.call('HGET', JB, n), input}
-  else
-    todo[#todo + 1] = {n, false}
-  end
-end
+-- ready (its project ended, or the entry is stale) is let go; an entry none
+-- of whose jobs begins loses its lease.
+-- ARGV[2..]: the entries' nodes, `n` or `first-last`.
+-- Returns, flat, three values per attempt begun: node, attempt, and its
+-- input when it takes the previous node's: that node's result (JSON), or
+-- `g:<node>` for a group's, which the caller assembles; else false.
 local out = {}
-for _, t in ipairs(todo) do
-  local n, attempt = t[1], t[2]
-  if not attempt then
-    redis.call('ZREM', LEASES, ID .. ':' .. n)
+local previous = {}
+local ZERO = string.rep('\0', 4)
+for i = 2, #ARGV do
+  local a, b = parse_range(ARGV[i])
+  local len = b - a + 1
+  local began = 0
+  if RUNNING and len > 1 and all_are(S, a, b, S_READY) and all_are(A, a, b, 0) then
+    -- A run of first attempts: written as one substring per field.
+    cfill(S, a, b, S_RUNNING)
+    cfill(A, a, b, 1)
+    if crange(TS, a, b) == string.rep(ZERO, len) then
+      cfill(TS, a, b, REL)
+    else
+      for n = a, b do
+        if cget(TS, n) == 0 then cset(TS, n, REL) end
+      end
+    end
+    for n = a, b do
+      out[#out + 1] = n
+      out[#out + 1] = 1
+      out[#out + 1] = false
+      if bit.band(nflags(n), 4) ~= 0 then previous[#previous + 1] = {#out, nextra(n)} end
+    end
+    event('started', ARGV[i], 1)
+    began = len
   else
-    local started = redis.call('BITFIELD', ND, 'SET', 'u8', nbits(n, 104), S_RUNNING,
-      'SET', 'u32', nbits(n, 128), attempt, 'GET', 'u32', nbits(n, 160))[3]
-    if started == 0 then redis.call('BITFIELD', ND, 'SET', 'u32', nbits(n, 160), REL) end
-    out[#out + 1] = t
-    event('started', n, attempt)
+    for n = a, b do
+      if RUNNING and cget(S, n) == S_READY then
+        local attempt = cget(A, n) + 1
+        cset(S, n, S_RUNNING)
+        cset(A, n, attempt)
+        if cget(TS, n) == 0 then cset(TS, n, REL) end
+        out[#out + 1] = n
+        out[#out + 1] = attempt
+        out[#out + 1] = false
+        if bit.band(nflags(n), 4) ~= 0 then previous[#previous + 1] = {#out, nextra(n)} end
+        event('started', n, attempt)
+        began = began + 1
+      end
+    end
   end
+  if began == 0 then unleased[#unleased + 1] = ID .. ':' .. ARGV[i] end
+end
+if #previous > 0 then
+  local fields, at = {}, {}
+  for _, p in ipairs(previous) do
+    if bit.band(nflags(p[2]), 1) ~= 0 then
+      out[p[1]] = 'g:' .. p[2]
+    else
+      fields[#fields + 1] = p[2]
+      at[#at + 1] = p[1]
+    end
+  end
+  local values = hmget(RS, fields)
+  for k, pos in ipairs(at) do out[pos] = values[k] or 'null' end
 end
 flush()
 return out

@@ -1,167 +1,326 @@
 -- The counter graph in Redis: generic vertex and edge operations, no tree
 -- semantics (rqm-core's compiler decides every vertex and edge).
 --
--- KEYS[1]: the vertex string. Vertex v is 24 bytes at byte 24*v, big-endian:
---   pending i32 (>= 0 waiting; -1 a released job; -2 fired)
---   meta    u32 (role << 30 | owner node id)
---   e1, e2  u32 (first two out-edges, target + 1; 0 for none)
---   head    u32 (byte offset + 1 of the first overflow block; 0 for none)
---   tail    u32 (byte offset + 1 of the last overflow block)
--- KEYS[2]: the edge string of overflow blocks: count u32, next u32
---   (offset + 1, or 0), then count targets u32.
-local VX = KEYS[1]
-local ED = KEYS[2]
+-- KEYS[1] vx: vertex v's record, 20 bytes at byte 20*v, big-endian:
+--   meta u32 (role << 30 | owner node id), e1, e2 u32 (first two out-edges,
+--   target + 1; 0 for none), head, tail u32 (byte offset + 1 of the first
+--   and last overflow block; 0 for none).
+-- KEYS[2] ed: overflow blocks: count u32, next u32 (offset + 1, or 0), then
+--   count targets u32; or, with the count's top bit set, a range: first u32,
+--   owner u32, queue u32, for targets first..first+count-1 that are jobs of
+--   nodes owner.. on one queue (owner u32 max: not such a run).
+-- KEYS[3] vp: vertex v's pending count, i32 at byte 4*v: >= 0 waiting;
+--   -1 a released job; -2 fired.
+--
+-- Records are read in blocks, many per GETRANGE, and their fields unpacked
+-- where they are needed; changes to a field are kept in an overlay and
+-- written back in runs by `cflush`. A run of like records (a wide fan-out)
+-- is read and written as one substring, compared and filled with
+-- string.rep, so a release costs Lua work per run, not per job.
+local VX, ED, VP = KEYS[1], KEYS[2], KEYS[3]
 local ROLE_JOB, ROLE_START, ROLE_END = 0, 1, 2
-local CHUNK = 1000
+local ROLE_SHIFT = 1073741824
+local RANGE_BLOCK = 2147483648
+local NO_OWNER = 4294967295
+-- Records per cached block.
+local BLOCK = 256
+-- Targets of a range handled in one step.
+local VECTOR = 4096
+-- Work one call does (a target decremented on its own costs 1, one in a
+-- run of like ones 1/16) before it leaves the rest for the next call; the
+-- project scripts lower it.
+local BUDGET = math.huge
+local spent = 0
 
-local function bits(v, field) return v * 192 + field * 32 end
+local function corrupt(what, id, key)
+  error({err = 'RQM_CORRUPT ' .. what .. ' ' .. id .. ' is missing from ' .. key})
+end
 
--- BITFIELD over `ops` ({op, type, offset[, value]}), in chunks that stay
--- far from Lua's unpack limit; returns every reply in order.
-local function bitfield(key, ops)
-  local out = {}
+-- A string of fixed-size records, read in cached blocks.
+local function static(key, size, what)
+  return {key = key, size = size, what = what, blocks = {}}
+end
+
+-- The block holding record `id`, and the record's 1-based offset in it.
+local function raw_of(s, id)
+  local b = math.floor(id / BLOCK)
+  local raw = s.blocks[b]
+  if raw == nil then
+    raw = redis.call('GETRANGE', s.key, b * BLOCK * s.size, (b + 1) * BLOCK * s.size - 1)
+    s.blocks[b] = raw
+  end
+  local at = (id - b * BLOCK) * s.size
+  if at + s.size > #raw then corrupt(s.what, id, s.key) end
+  return raw, at + 1
+end
+
+local function invalidate(s, first, last)
+  for b = math.floor(first / BLOCK), math.floor(last / BLOCK) do s.blocks[b] = nil end
+end
+
+-- One numeric field per record (struct format `fmt`), with an overlay of
+-- changes not yet written.
+local function column(key, size, fmt, what)
+  local c = static(key, size, what)
+  c.fmt, c.over, c.dirty = fmt, {}, 0
+  return c
+end
+
+local function cget(c, id)
+  local v = c.over[id]
+  if v ~= nil then return v end
+  local raw, at = raw_of(c, id)
+  return (struct.unpack(c.fmt, raw, at))
+end
+
+local function cset(c, id, v)
+  if c.over[id] == nil then c.dirty = c.dirty + 1 end
+  c.over[id] = v
+end
+
+-- Writes the overlay, one SETRANGE per run of neighbours.
+local function cflush(c)
+  if c.dirty == 0 then return end
+  local ids = {}
+  for id in pairs(c.over) do ids[#ids + 1] = id end
+  table.sort(ids)
   local i = 1
-  while i <= #ops do
-    local args = {}
-    local last = math.min(i + CHUNK - 1, #ops)
-    for j = i, last do
-      local op = ops[j]
-      args[#args + 1] = op[1]
-      args[#args + 1] = op[2]
-      args[#args + 1] = op[3]
-      if op[4] ~= nil then args[#args + 1] = op[4] end
-    end
-    local replies = redis.call('BITFIELD', key, unpack(args))
-    for _, r in ipairs(replies) do out[#out + 1] = r end
-    i = last + 1
+  while i <= #ids do
+    local j = i
+    while j < #ids and ids[j + 1] == ids[j] + 1 and j - i < VECTOR do j = j + 1 end
+    local parts = {}
+    for k = i, j do parts[#parts + 1] = struct.pack(c.fmt, c.over[ids[k]]) end
+    redis.call('SETRANGE', c.key, ids[i] * c.size, table.concat(parts))
+    invalidate(c, ids[i], ids[j])
+    i = j + 1
   end
-  return out
+  c.over, c.dirty = {}, 0
 end
 
--- The out-edges of every vertex in `vs`, in order, duplicates kept.
-local function out_edges(vs)
-  local ops = {}
-  for _, v in ipairs(vs) do
-    ops[#ops + 1] = {'GET', 'u32', bits(v, 2)}
-    ops[#ops + 1] = {'GET', 'u32', bits(v, 3)}
-    ops[#ops + 1] = {'GET', 'u32', bits(v, 4)}
+-- The bytes of records first..last, as they stand.
+local function crange(c, first, last)
+  cflush(c)
+  local raw = redis.call('GETRANGE', c.key, first * c.size, (last + 1) * c.size - 1)
+  if #raw ~= (last - first + 1) * c.size then corrupt(c.what, last, c.key) end
+  return raw
+end
+
+-- Sets records first..last to `value`.
+local function cfill(c, first, last, value)
+  cflush(c)
+  redis.call('SETRANGE', c.key, first * c.size, string.rep(struct.pack(c.fmt, value), last - first + 1))
+  invalidate(c, first, last)
+end
+
+-- Whether every record first..last is `value`.
+local function all_are(c, first, last, value)
+  return crange(c, first, last) == string.rep(struct.pack(c.fmt, value), last - first + 1)
+end
+
+local VS = static(VX, 20, 'vertex')
+local P = column(VP, 4, '>i4', 'vertex')
+local ONE = struct.pack('>i4', 1)
+
+local function vmeta(v)
+  local raw, at = raw_of(VS, v)
+  return (struct.unpack('>I4', raw, at))
+end
+
+-- Fires vertex t, whose count reached 0: a job's is released, a virtual
+-- one's out-edges join `frontier`. `owner`: t's job node when known.
+-- `h`: {job = fn(node), run = fn(first, last, queue), group = fn(role, node)}.
+local function fire_one(t, owner, h, frontier)
+  if owner then
+    cset(P, t, -1)
+    h.job(owner)
+    return
   end
-  local r = bitfield(VX, ops)
-  local targets = {}
-  for i = 1, #vs do
-    local e1, e2, block = r[3 * i - 2], r[3 * i - 1], r[3 * i]
-    if e1 > 0 then targets[#targets + 1] = e1 - 1 end
-    if e2 > 0 then targets[#targets + 1] = e2 - 1 end
-    while block > 0 do
-      local at = block - 1
-      local count, next = struct.unpack('>I4>I4', redis.call('GETRANGE', ED, at, at + 7))
-      if count > 0 then
-        local raw = redis.call('GETRANGE', ED, at + 8, at + 8 + 4 * count - 1)
-        for k = 0, count - 1 do
-          targets[#targets + 1] = struct.unpack('>I4', raw, 4 * k + 1)
-        end
+  local meta = vmeta(t)
+  local role = math.floor(meta / ROLE_SHIFT)
+  if role == ROLE_JOB then
+    cset(P, t, -1)
+    h.job(meta % ROLE_SHIFT)
+  else
+    cset(P, t, -2)
+    frontier[#frontier + 1] = {t, 0, 0}
+    if role == ROLE_START or role == ROLE_END then h.group(role, meta % ROLE_SHIFT) end
+  end
+end
+
+-- Decrements targets first..last of a range block; `owner`: the job node
+-- of `first` when they are a run of jobs on `queue`.
+local function range_targets(first, last, owner, queue, h, frontier)
+  local len = last - first + 1
+  local raw = crange(P, first, last)
+  if owner and raw == string.rep(ONE, len) then
+    cfill(P, first, last, -1)
+    h.run(owner, owner + len - 1, queue)
+    spent = spent + math.ceil(len / 16)
+    return
+  end
+  for i = 0, len - 1 do
+    local t = first + i
+    local p = struct.unpack('>i4', raw, 4 * i + 1) - 1
+    if p == 0 then
+      fire_one(t, owner and owner + i, h, frontier)
+    else
+      cset(P, t, p)
+    end
+  end
+  spent = spent + len
+end
+
+-- Follows vertex c[1]'s out-edges from cursor (c[2] block, c[3] index):
+-- block 0 is the two inline edges (index 0 or 1), else the byte offset + 1
+-- of an overflow block. Single targets are appended to `singles`, runs are
+-- handled at once. Returns the cursor where the budget ran out, or nil.
+local function walk(c, singles, h, frontier)
+  local v, block, k = c[1], c[2], c[3]
+  if block == 0 then
+    local raw, at = raw_of(VS, v)
+    local _, e1, e2, head = struct.unpack('>I4I4I4I4', raw, at)
+    if k == 0 and e1 > 0 then
+      if spent >= BUDGET then return {v, 0, 0} end
+      singles[#singles + 1] = e1 - 1
+      spent = spent + 1
+    end
+    if k <= 1 and e2 > 0 then
+      if spent >= BUDGET then return {v, 0, 1} end
+      singles[#singles + 1] = e2 - 1
+      spent = spent + 1
+    end
+    block, k = head, 0
+  end
+  while block > 0 do
+    if spent >= BUDGET then return {v, block, k} end
+    local at = block - 1
+    local count, next = struct.unpack('>I4I4', redis.call('GETRANGE', ED, at, at + 7))
+    if count >= RANGE_BLOCK then
+      count = count - RANGE_BLOCK
+      local first, owner, queue = struct.unpack('>I4I4I4', redis.call('GETRANGE', ED, at + 8, at + 19))
+      while k < count do
+        if spent >= BUDGET then return {v, block, k} end
+        local len = math.min(count - k, VECTOR)
+        local run_owner = nil
+        if owner ~= NO_OWNER then run_owner = owner + k end
+        range_targets(first + k, first + k + len - 1, run_owner, queue, h, frontier)
+        k = k + len
       end
-      block = next
+    else
+      while k < count do
+        if spent >= BUDGET then return {v, block, k} end
+        local take = math.min(count - k, BUDGET - spent)
+        local raw = redis.call('GETRANGE', ED, at + 8 + 4 * k, at + 8 + 4 * (k + take) - 1)
+        for i = 0, take - 1 do singles[#singles + 1] = struct.unpack('>I4', raw, 4 * i + 1) end
+        spent = spent + take
+        k = k + take
+      end
     end
+    block, k = next, 0
   end
-  return targets
+  return nil
 end
 
--- Fires the vertices in `frontier` (already marked fired) and everything
--- that cascades; calls on_job(node) for each job made ready, and
--- on_group(role, node) for each group started or ended.
-local function cascade(frontier, on_job, on_group)
+-- Follows the out-edges of the fired vertices at `frontier` (cursors, see
+-- walk) and everything that cascades, calling h's hooks for each job made
+-- ready, run of jobs made ready, and group started or ended. Stops when the
+-- budget is spent; returns the cursors of what is left (empty when
+-- everything cascaded), for a later call.
+local function cascade(frontier, h)
   while #frontier > 0 do
-    local targets = out_edges(frontier)
-    local dec = {}
-    for _, t in ipairs(targets) do dec[#dec + 1] = {'INCRBY', 'i32', bits(t, 0), -1} end
-    local after = bitfield(VX, dec)
-    local zero = {}
-    for i, t in ipairs(targets) do
-      if after[i] == 0 then zero[#zero + 1] = t end
+    local singles, rest, next_frontier = {}, {}, {}
+    for _, c in ipairs(frontier) do
+      local left = walk(c, singles, h, next_frontier)
+      if left then rest[#rest + 1] = left end
     end
-    local metas = {}
-    for _, t in ipairs(zero) do metas[#metas + 1] = {'GET', 'u32', bits(t, 1)} end
-    metas = bitfield(VX, metas)
-    local marks = {}
-    local next_frontier = {}
-    for i, t in ipairs(zero) do
-      local role = math.floor(metas[i] / 1073741824)
-      local owner = metas[i] % 1073741824
-      if role == ROLE_JOB then
-        marks[#marks + 1] = {'SET', 'i32', bits(t, 0), -1}
-        on_job(owner)
-      else
-        marks[#marks + 1] = {'SET', 'i32', bits(t, 0), -2}
-        next_frontier[#next_frontier + 1] = t
-        if role == ROLE_START or role == ROLE_END then on_group(role, owner) end
-      end
+    for _, t in ipairs(singles) do
+      local p = cget(P, t) - 1
+      if p == 0 then fire_one(t, nil, h, next_frontier) else cset(P, t, p) end
     end
-    bitfield(VX, marks)
+    if #rest > 0 then
+      for _, c in ipairs(next_frontier) do rest[#rest + 1] = c end
+      return rest
+    end
     frontier = next_frontier
   end
+  return {}
 end
 
--- Settles vertices first..last: fires the virtual ones and releases the
--- jobs that have nothing pending, in order, as rqm-core's graph does.
-local function settle(first, last, on_job, on_group)
-  local ops = {}
-  for v = first, last do
-    ops[#ops + 1] = {'GET', 'i32', bits(v, 0)}
-    ops[#ops + 1] = {'GET', 'u32', bits(v, 1)}
+-- Fires the vertices of `vs` that have nothing pending, in order, and
+-- cascades. Returns what is left.
+local function release(vs, h)
+  local frontier = {}
+  for _, v in ipairs(vs) do
+    if cget(P, v) == 0 then fire_one(v, nil, h, frontier) end
   end
-  local r = bitfield(VX, ops)
-  local cascaded = false
-  for v = first, last do
-    local i = 2 * (v - first)
-    local pending = r[i + 1]
-    -- Once a cascade ran, a later vertex may have changed: read it again.
-    if pending == 0 and cascaded then
-      pending = redis.call('BITFIELD', VX, 'GET', 'i32', bits(v, 0))[1]
-    end
-    if pending == 0 then
-      local role = math.floor(r[i + 2] / 1073741824)
-      local owner = r[i + 2] % 1073741824
-      if role == ROLE_JOB then
-        redis.call('BITFIELD', VX, 'SET', 'i32', bits(v, 0), -1)
-        on_job(owner)
-      else
-        redis.call('BITFIELD', VX, 'SET', 'i32', bits(v, 0), -2)
-        if role == ROLE_START or role == ROLE_END then on_group(role, owner) end
-        cascade({v}, on_job, on_group)
-        cascaded = true
-      end
-    end
-  end
+  return cascade(frontier, h)
 end
 
--- Marks finished job vertices fired and cascades.
-local function finish_jobs(vs, on_job, on_group)
-  local marks = {}
-  for _, v in ipairs(vs) do marks[#marks + 1] = {'SET', 'i32', bits(v, 0), -2} end
-  bitfield(VX, marks)
-  cascade(vs, on_job, on_group)
+-- Settles vertices first..last: fires those with nothing pending, as
+-- rqm-core's graph does. Returns what is left.
+local function settle(first, last, h)
+  local raw = crange(P, first, last)
+  local zero = {}
+  for i = 0, last - first do
+    if struct.unpack('>i4', raw, 4 * i + 1) == 0 then zero[#zero + 1] = first + i end
+  end
+  return release(zero, h)
+end
+
+-- Marks finished job vertices fired and cascades. Returns what is left.
+local function finish_jobs(vs, h)
+  local frontier = {}
+  for _, v in ipairs(vs) do
+    cset(P, v, -2)
+    frontier[#frontier + 1] = {v, 0, 0}
+  end
+  return cascade(frontier, h)
 end
 
 -- Makes `to` wait for `from`, unless `from` has fired: an edge added to a
 -- running graph (an append).
 local function add_edge(from, to)
-  local r = redis.call('BITFIELD', VX, 'GET', 'i32', bits(from, 0), 'GET', 'u32', bits(from, 2),
-    'GET', 'u32', bits(from, 3), 'GET', 'u32', bits(from, 5))
-  if r[1] == -2 then return end
-  if r[2] == 0 then
-    redis.call('BITFIELD', VX, 'SET', 'u32', bits(from, 2), to + 1)
-  elseif r[3] == 0 then
-    redis.call('BITFIELD', VX, 'SET', 'u32', bits(from, 3), to + 1)
+  if cget(P, from) == -2 then return end
+  local raw, at = raw_of(VS, from)
+  local meta, e1, e2, head, tail = struct.unpack('>I4I4I4I4I4', raw, at)
+  if e1 == 0 then
+    e1 = to + 1
+  elseif e2 == 0 then
+    e2 = to + 1
   else
-    local len = redis.call('APPEND', ED, struct.pack('>I4>I4>I4', 1, 0, to))
+    local len = redis.call('APPEND', ED, struct.pack('>I4I4I4', 1, 0, to))
     local block = len - 12 + 1
-    if r[4] == 0 then
-      redis.call('BITFIELD', VX, 'SET', 'u32', bits(from, 4), block, 'SET', 'u32', bits(from, 5), block)
+    if head == 0 then
+      head = block
     else
-      redis.call('SETRANGE', ED, r[4] - 1 + 4, struct.pack('>I4', block))
-      redis.call('BITFIELD', VX, 'SET', 'u32', bits(from, 5), block)
+      redis.call('SETRANGE', ED, tail - 1 + 4, struct.pack('>I4', block))
     end
+    tail = block
   end
-  redis.call('BITFIELD', VX, 'INCRBY', 'i32', bits(to, 0), 1)
+  redis.call('SETRANGE', VX, from * 20, struct.pack('>I4I4I4I4I4', meta, e1, e2, head, tail))
+  invalidate(VS, from, from)
+  cset(P, to, cget(P, to) + 1)
+end
+
+-- The cursors left by a cascade, as text, and back.
+local function cursors_text(cs)
+  local out = {}
+  for _, c in ipairs(cs) do out[#out + 1] = c[1] .. ',' .. c[2] .. ',' .. c[3] end
+  return out
+end
+local function cursors_parse(texts)
+  local out = {}
+  for _, t in ipairs(texts) do
+    local v, b, k = string.match(t, '^(%d+),(%d+),(%d+)$')
+    if v then out[#out + 1] = {tonumber(v), tonumber(b), tonumber(k)} end
+  end
+  return out
+end
+
+-- A node range as an entry writes it: `a` or `a-b`.
+local function parse_range(text)
+  local a, b = string.match(text, '^(%d+)-(%d+)$')
+  if a then return tonumber(a), tonumber(b) end
+  local n = tonumber(text)
+  return n, n
 end

@@ -1,9 +1,11 @@
--- Opens an uploaded project: settles its graph, so its first jobs reach
--- their queues, and lists it. Until now no worker could see it.
--- ARGV[2]: the last vertex id.
-for k = 1, 10 do redis.call('PERSIST', KEYS[k]) end
-settle(0, tonumber(ARGV[2]), on_job, on_group)
+-- Opens an uploaded project: fires the vertices that wait for nothing, so
+-- that its first jobs reach their queues, and lists it. Until now no worker
+-- could see it. ARGV[2..]: the vertices with nothing pending.
+-- Returns 1 if a release is left for later calls (release.lua), else 0.
+for k = 1, OWN_KEYS do redis.call('PERSIST', KEYS[k]) end
+local zero = {}
+for i = 2, #ARGV do zero[#zero + 1] = tonumber(ARGV[i]) end
+keep_backlog(release(zero, H))
 redis.call('ZADD', PROJECTS, SUBMITTED, ID)
 event('submitted', 0)
-flush()
-return 1
+return flush() and 1 or 0

@@ -1,30 +1,64 @@
 
 -- A project's keys and records, shared by every project script.
--- KEYS: 1 vx, 2 ed, 3 nd, 4 jb, 5 rs, 6 ch, 7 tl, 8 meta, 9 ev, 10 er,
---       11 leases, 12 delayed, 13 projects, 14.. the project's queues.
+-- KEYS: 1 vx, 2 ed, 3 vp (the graph, see graph.lua), 4 nd, 5 ns, 6 na,
+--       7 nts, 8 ntf, 9 jb, 10 rs, 11 ch, 12 tl, 13 meta, 14 ev, 15 er,
+--       16 bl (release backlog), 17 leases, 18 delayed, 19 projects,
+--       20 releases, 21.. the project's queues.
 -- ARGV[1]: the project id. Time is the server's, so that every worker's
 -- leases and retries share one clock.
--- Node record n is 32 bytes at byte 32*n: parent u32, index u32, vertex u32,
--- flags u8 (1 group, 2 blocking, 4 previous), state u8, queue u8, lost u8,
--- attempts u32, started u32, finished u32 (ms since submit + 1; 0 never),
--- extra u32 (a group's end vertex; a job's previous sibling, whose result
--- it takes).
-local ND, JB, RS, CH, TL, META, EV, ER = KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10]
-local LEASES, DELAYED, PROJECTS = KEYS[11], KEYS[12], KEYS[13]
+-- Node n: its record in nd is 20 bytes at byte 20*n: parent u32, index u32,
+-- vertex u32, flags u8 (1 group, 2 blocking, 4 previous), queue u8, lost
+-- u8, a spare byte, extra u32 (a group's end vertex; a job's previous
+-- sibling, whose result it takes). What changes as it runs is one string
+-- per field: ns state u8, na attempts u32, nts started u32, ntf finished
+-- u32 (ms since submit + 1; 0 never).
+-- Queue and lease entries name a project and a node or a run of nodes:
+-- `<id>:<n>` or `<id>:<first>-<last>`.
+local NS, NA, NTS, NTF = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
+local JB, RS, CH, TL, META, EV, ER, BL = KEYS[9], KEYS[10], KEYS[11], KEYS[12], KEYS[13], KEYS[14], KEYS[15], KEYS[16]
+local LEASES, DELAYED, PROJECTS, RELEASES = KEYS[17], KEYS[18], KEYS[19], KEYS[20]
+local FIRST_QUEUE = 21
+local OWN_KEYS = 16
 local ID = ARGV[1]
 local clock = redis.call('TIME')
 local NOW = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 local S_PENDING, S_READY, S_RUNNING, S_RETRYING, S_FINISHED, S_FAILED = 0, 1, 2, 3, 4, 5
-local F_GROUP = 1
+BUDGET = 2000
+-- How long the caller that left a backlog has to go on with it before any
+-- worker's keeper does.
+local CLAIM_MS = 2000
+local MANY = 1000
 
-local function nbits(n, offset) return n * 256 + offset end
-local function node_get(n)
-  local r = redis.call('BITFIELD', ND, 'GET', 'u32', nbits(n, 0), 'GET', 'u32', nbits(n, 32),
-    'GET', 'u32', nbits(n, 64), 'GET', 'u8', nbits(n, 96), 'GET', 'u8', nbits(n, 104),
-    'GET', 'u8', nbits(n, 112), 'GET', 'u8', nbits(n, 120), 'GET', 'u32', nbits(n, 128))
-  return {parent = r[1], index = r[2], vertex = r[3], flags = r[4], state = r[5], queue = r[6], lost = r[7], attempts = r[8]}
+local ND = static(KEYS[4], 20, 'node')
+local S = column(NS, 1, 'B', 'node')
+local A = column(NA, 4, '>I4', 'node')
+local TS = column(NTS, 4, '>I4', 'node')
+local TF = column(NTF, 4, '>I4', 'node')
+
+local function nflags(n)
+  local raw, at = raw_of(ND, n)
+  return string.byte(raw, at + 12)
 end
-local function set_state(n, state) redis.call('BITFIELD', ND, 'SET', 'u8', nbits(n, 104), state) end
+local function nqueue(n)
+  local raw, at = raw_of(ND, n)
+  return string.byte(raw, at + 13)
+end
+local function nlost(n)
+  local raw, at = raw_of(ND, n)
+  return string.byte(raw, at + 14)
+end
+local function nvertex(n)
+  local raw, at = raw_of(ND, n)
+  return (struct.unpack('>I4', raw, at + 8))
+end
+local function nextra(n)
+  local raw, at = raw_of(ND, n)
+  return (struct.unpack('>I4', raw, at + 16))
+end
+local function set_lost(n, lost)
+  redis.call('SETRANGE', ND.key, 20 * n + 14, string.char(lost))
+  invalidate(ND, n, n)
+end
 
 local meta = redis.call('HMGET', META, 'status', 'submitted_ms', 'retention_s', 'queues')
 local STATUS, SUBMITTED, RETENTION = meta[1], tonumber(meta[2]) or NOW, tonumber(meta[3]) or 604800
@@ -32,7 +66,7 @@ local STATUS, SUBMITTED, RETENTION = meta[1], tonumber(meta[2]) or NOW, tonumber
 -- come to use more (an append added one), refuse before writing anything.
 if meta[4] and meta[4] ~= '' then
   local _, commas = string.gsub(meta[4], ',', '')
-  if #KEYS - 13 < commas + 1 then
+  if #KEYS - FIRST_QUEUE + 1 < commas + 1 then
     return redis.error_reply('RQM_QUEUES the project uses more queues than the call named')
   end
 end
@@ -40,18 +74,35 @@ local REL = NOW - SUBMITTED + 1
 if REL < 1 then REL = 1 end
 local RUNNING = STATUS == 'running'
 
+-- Writes noted until `flush`.
 local changes = {}
+local results = {}
+local errors = {}
+local unleased = {}
+local pushes = {}
+local ended = false
+local backlog = nil
+
 local function event(kind, n, extra)
   changes[#changes + 1] = kind .. ':' .. n .. (extra and (':' .. extra) or '')
 end
 
-local pushes = {}
-local function on_job(n)
-  if not RUNNING then return end
-  local q = redis.call('BITFIELD', ND, 'SET', 'u8', nbits(n, 104), S_READY, 'GET', 'u8', nbits(n, 112))[2]
+local function push(q, item)
   local list = pushes[q]
   if not list then list = {}; pushes[q] = list end
-  list[#list + 1] = ID .. ':' .. n
+  list[#list + 1] = item
+end
+
+local H = {}
+function H.job(n)
+  if not RUNNING then return end
+  cset(S, n, S_READY)
+  push(nqueue(n), n)
+end
+function H.run(first, last, queue)
+  if not RUNNING then return end
+  cfill(S, first, last, S_READY)
+  push(queue, {first, last})
 end
 
 -- A group's list, stored in batches so that appending one is O(batch):
@@ -68,13 +119,9 @@ end
 
 local function list_finished(g)
   for _, c in ipairs(children(g)) do
-    if redis.call('BITFIELD', ND, 'GET', 'u8', nbits(c, 104))[1] ~= S_FINISHED then return false end
+    if cget(S, c) ~= S_FINISHED then return false end
   end
   return true
-end
-
-local function expire_all()
-  for k = 1, 10 do redis.call('EXPIRE', KEYS[k], RETENTION) end
 end
 
 local function end_project(status, fields)
@@ -84,53 +131,125 @@ local function end_project(status, fields)
   for k, v in pairs(fields or {}) do args[#args + 1] = k; args[#args + 1] = v end
   redis.call('HSET', META, unpack(args))
   event('ended', 0, status)
-  redis.call('PUBLISH', PROJECTS .. ':ended', ID)
-  expire_all()
+  ended = true
 end
 
-local function group_result(g)
-  local kids = children(g)
-  local parts = {}
-  local i = 1
-  while i <= #kids do
-    local batch = {}
-    for j = i, math.min(i + 999, #kids) do batch[#batch + 1] = kids[j] end
-    local values = redis.call('HMGET', RS, unpack(batch))
-    for _, v in ipairs(values) do parts[#parts + 1] = v or 'null' end
-    i = i + 1000
-  end
-  return '[' .. table.concat(parts, ',') .. ']'
-end
-
-local function on_group(role, n)
+-- A group's result is not stored: readers assemble it from its list's
+-- results (a group of 100,000 would make one long call otherwise).
+function H.group(role, n)
   if role == ROLE_START then
     if not RUNNING then return end
-    redis.call('BITFIELD', ND, 'SET', 'u8', nbits(n, 104), S_RUNNING, 'SET', 'u32', nbits(n, 160), REL)
+    cset(S, n, S_RUNNING)
+    cset(TS, n, REL)
   else
-    if redis.call('BITFIELD', ND, 'GET', 'u8', nbits(n, 104))[1] ~= S_RUNNING then return end
+    if cget(S, n) ~= S_RUNNING then return end
     if not RUNNING and not list_finished(n) then return end
-    redis.call('BITFIELD', ND, 'SET', 'u8', nbits(n, 104), S_FINISHED, 'SET', 'u32', nbits(n, 192), REL)
-    redis.call('HSET', RS, n, group_result(n))
+    cset(S, n, S_FINISHED)
+    cset(TF, n, REL)
     if n == 0 then end_project('finished') end
   end
 end
 
--- Pushes released jobs to their queues and publishes what changed.
-local function flush()
-  for q, list in pairs(pushes) do
-    local key = KEYS[14 + q]
-    local i = 1
-    while i <= #list do
-      local batch = {}
-      for j = i, math.min(i + 999, #list) do batch[#batch + 1] = list[j] end
-      redis.call('RPUSH', key, unpack(batch))
-      i = i + 1000
+-- Values of many fields of a hash, `nil` where missing, in calls of MANY.
+local function hmget(key, fields)
+  local out = {}
+  local i = 1
+  while i <= #fields do
+    local batch = {}
+    for j = i, math.min(i + MANY - 1, #fields) do batch[#batch + 1] = fields[j] end
+    local values = redis.call('HMGET', key, unpack(batch))
+    for k = 1, #batch do out[i + k - 1] = values[k] end
+    i = i + MANY
+  end
+  return out
+end
+
+-- Keeps what a cascade left for later calls (see release.lua).
+local function keep_backlog(rest)
+  for _, c in ipairs(rest) do
+    backlog = backlog or {}
+    backlog[#backlog + 1] = c
+  end
+end
+
+local function hset_many(key, map)
+  local args = {}
+  for k, v in pairs(map) do
+    args[#args + 1] = k
+    args[#args + 1] = v
+    if #args >= 2 * MANY then
+      redis.call('HSET', key, unpack(args))
+      args = {}
     end
+  end
+  if #args > 0 then redis.call('HSET', key, unpack(args)) end
+end
+
+local function in_calls(command, key, list)
+  local i = 1
+  while i <= #list do
+    local batch = {}
+    for j = i, math.min(i + MANY - 1, #list) do batch[#batch + 1] = list[j] end
+    redis.call(command, key, unpack(batch))
+    i = i + MANY
+  end
+end
+
+-- Queue entries for the nodes and runs pushed, neighbours joined.
+local function entries(list)
+  local out = {}
+  local a, b = nil, nil
+  local function emit()
+    if a then out[#out + 1] = ID .. ':' .. a .. (b > a and ('-' .. b) or '') end
+  end
+  for _, item in ipairs(list) do
+    local f, l
+    if type(item) == 'table' then f, l = item[1], item[2] else f, l = item, item end
+    if a and f == b + 1 then
+      b = l
+    else
+      emit()
+      a, b = f, l
+    end
+  end
+  emit()
+  return out
+end
+
+-- Writes everything noted: records, results, errors, leases let go, jobs
+-- pushed to their queues (and a publish per queue), the events, the
+-- backlog; at the end of the project, the expiry of its keys. Returns
+-- whether a backlog is left for later calls.
+local function flush()
+  cflush(P)
+  cflush(S)
+  cflush(A)
+  cflush(TS)
+  cflush(TF)
+  hset_many(RS, results)
+  hset_many(ER, errors)
+  in_calls('ZREM', LEASES, unleased)
+  for q, list in pairs(pushes) do
+    local key = KEYS[FIRST_QUEUE + q]
+    in_calls('RPUSH', key, entries(list))
     redis.call('PUBLISH', key, #list)
   end
-  pushes = {}
   if #changes > 0 then
     redis.call('XADD', EV, 'MAXLEN', '~', 10000, '*', 'c', table.concat(changes, ' '))
-    changes = {}
   end
+  local more = false
+  if ended then
+    redis.call('DEL', BL)
+    redis.call('ZREM', RELEASES, ID)
+  elseif backlog then
+    in_calls('RPUSH', BL, cursors_text(backlog))
+    redis.call('ZADD', RELEASES, NOW + CLAIM_MS, ID)
+    more = true
+  end
+  if ended then
+    redis.call('PUBLISH', PROJECTS .. ':ended', ID)
+    for k = 1, OWN_KEYS do redis.call('EXPIRE', KEYS[k], RETENTION) end
+  end
+  changes, results, errors, unleased, pushes, backlog = {}, {}, {}, {}, {}, nil
+  return more
 end

@@ -18,12 +18,17 @@ use serde_json::{Map, Value};
 use crate::config::{Config, check_server};
 use crate::error::Error;
 use crate::keys::{Keys, ProjectKeys};
-use crate::scripts::{APPEND, BEGIN, CANCEL, COMPLETE, CORRUPT, DUE, NEXT, OPEN, REQUEUE, TAKE};
-use crate::upload::{GraphUpload, NODE_BYTES, VERTEX_BYTES, parse_tail, tail_text};
+use crate::scripts::{
+    APPEND, BEGIN, CANCEL, COMPLETE, CORRUPT, DUE, NEXT, OPEN, RELEASE, REQUEUE, TAKE,
+};
+use crate::upload::{GraphUpload, NODE_BYTES, NODE_FIELDS, VERTEX_BYTES, parse_tail, tail_text};
 
 /// A project's own keys, in the order its scripts take them as KEYS
 /// (see `lua/project.lua`).
-const PROJECT_KEYS: [&str; 10] = ["vx", "ed", "nd", "jb", "rs", "ch", "tl", "meta", "ev", "er"];
+const PROJECT_KEYS: [&str; 16] = [
+    "vx", "ed", "vp", "nd", "ns", "na", "nts", "ntf", "jb", "rs", "ch", "tl", "meta", "ev", "er",
+    "bl",
+];
 
 /// Projects whose queues a client keeps in mind; past this it forgets all.
 const QUEUE_CACHE: usize = 10_000;
@@ -31,8 +36,38 @@ const QUEUE_CACHE: usize = 10_000;
 /// Tries of an append whose list keeps changing under it.
 const APPEND_TRIES: usize = 1000;
 
+/// How long a keeper that goes on with a stopped client's release has
+/// before another one does.
+const RELEASE_CLAIM: Duration = Duration::from_secs(2);
+
 /// The longest a reply may take.
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long the keys of a project being uploaded live until it opens.
+const UPLOAD_EXPIRY: i64 = 3600;
+
+/// Bytes sent in one pipeline of an upload, so that neither side holds the
+/// whole project twice.
+const BYTES_PER_PIPELINE: usize = 8 << 20;
+
+/// Pipelines of commands, each of about [`BYTES_PER_PIPELINE`].
+#[derive(Default)]
+struct Batches {
+    pipes: Vec<redis::Pipeline>,
+    bytes: usize,
+}
+
+impl Batches {
+    /// The pipeline for a command of about `size` bytes.
+    fn add(&mut self, size: usize) -> &mut redis::Pipeline {
+        if self.pipes.is_empty() || self.bytes + size > BYTES_PER_PIPELINE {
+            self.pipes.push(redis::pipe());
+            self.bytes = 0;
+        }
+        self.bytes += size;
+        self.pipes.last_mut().expect("one was pushed")
+    }
+}
 
 /// Fields and bytes per pipelined write, to keep each command short.
 const FIELDS_PER_COMMAND: usize = 1000;
@@ -90,6 +125,62 @@ pub struct Begun {
     pub job: JobPayload,
     /// The previous node's result, for a job that takes it.
     pub input: Option<Value>,
+    /// The lease entry it was taken under.
+    pub lease: String,
+}
+
+/// Jobs taken from a queue under one lease: a node of a project, or a run
+/// of its nodes.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Taken {
+    /// The project.
+    pub project: String,
+    /// The first node.
+    pub first: u32,
+    /// The last node (the first, for one).
+    pub last: u32,
+    /// The entry as stored: `<id>:<n>` or `<id>:<first>-<last>`, the
+    /// member of its lease.
+    pub entry: String,
+}
+
+impl Taken {
+    /// Reads a queue or lease entry.
+    pub fn parse(entry: &str) -> Option<Taken> {
+        let (project, range) = entry.rsplit_once(':')?;
+        let (first, last) = match range.split_once('-') {
+            Some((a, b)) => (a.parse().ok()?, b.parse().ok()?),
+            None => {
+                let n = range.parse().ok()?;
+                (n, n)
+            }
+        };
+        (first <= last).then(|| Taken {
+            project: project.to_owned(),
+            first,
+            last,
+            entry: entry.to_owned(),
+        })
+    }
+
+    /// Its nodes as the scripts take them: `n` or `first-last`.
+    pub fn range(&self) -> String {
+        if self.first == self.last {
+            self.first.to_string()
+        } else {
+            format!("{}-{}", self.first, self.last)
+        }
+    }
+
+    /// How many jobs it holds.
+    pub fn len(&self) -> usize {
+        (self.last - self.first) as usize + 1
+    }
+
+    /// Never empty; here for the lint that asks for it beside `len`.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
 }
 
 /// How an attempt ended, as a worker reports it.
@@ -218,6 +309,7 @@ impl RedisEngine {
         keys.push(format!("{}leases", self.config.prefix));
         keys.push(format!("{}delayed", self.config.prefix));
         keys.push(self.keys.projects());
+        keys.push(self.releases_key());
         keys.extend(queues.iter().map(|q| self.keys.queue(q)));
         keys
     }
@@ -317,83 +409,117 @@ impl RedisEngine {
             }));
         }
         let pk = self.keys.project(&id);
-        let (vx, ed) = upload.vertex_bytes(true, 0);
+        let (vx, vp, ed) = upload.vertex_bytes(true, 0);
         let nd = upload.node_bytes();
+        let node_count = upload.nodes();
         let mut conn = self.conn.clone();
-        let mut pipe = redis::pipe();
-        let all: Vec<String> = PROJECT_KEYS.iter().map(|k| pk.key(k)).collect();
+        // Each key is created with its expiry in one MULTI, so that a
+        // submitter that dies mid-upload leaves nothing that lasts: until the
+        // project opens, its keys expire in an hour, and no worker sees it.
+        let mut first = redis::pipe();
+        first.atomic();
+        let mut rest = Batches::default();
         for (key, bytes) in [
             (pk.key("vx"), &vx),
             (pk.key("ed"), &ed),
+            (pk.key("vp"), &vp),
             (pk.key("nd"), &nd),
         ] {
-            for chunk in bytes.chunks(BYTES_PER_COMMAND) {
-                pipe.append(&key, chunk).ignore();
+            let mut chunks = bytes.chunks(BYTES_PER_COMMAND);
+            first
+                .append(&key, chunks.next().unwrap_or_default())
+                .ignore();
+            first.expire(&key, UPLOAD_EXPIRY).ignore();
+            for chunk in chunks {
+                rest.add(chunk.len()).append(&key, chunk).ignore();
             }
         }
-        for chunk in upload.jobs().chunks(FIELDS_PER_COMMAND) {
-            pipe.hset_multiple(pk.key("jb"), chunk).ignore();
+        // The per-field strings start zeroed: one byte written at the end.
+        for (name, size) in NODE_FIELDS {
+            let key = pk.key(name);
+            first
+                .setrange(&key, ((node_count * size).max(1) - 1) as isize, &[0u8][..])
+                .ignore();
+            first.expire(&key, UPLOAD_EXPIRY).ignore();
         }
+        let mut hashes: Vec<(String, Vec<(String, Vec<u8>)>)> = Vec::new();
+        hashes.push((
+            pk.key("jb"),
+            upload
+                .jobs()
+                .iter()
+                .map(|(n, p)| (n.to_string(), p.clone().into_bytes()))
+                .collect(),
+        ));
         // Each group's list as its first batch (see `children` in project.lua).
-        let children: Vec<(String, Vec<u8>)> = upload
-            .children()
-            .iter()
-            .flat_map(|(g, kids)| {
-                [
-                    (format!("{g}#"), b"1".to_vec()),
-                    (
-                        format!("{g}:0"),
-                        kids.iter().flat_map(|k| k.to_be_bytes()).collect(),
-                    ),
-                ]
-            })
-            .collect();
-        for chunk in children.chunks(FIELDS_PER_COMMAND) {
-            pipe.hset_multiple(pk.key("ch"), chunk).ignore();
-        }
-        let tails: Vec<(u32, String)> = upload
-            .tails()
-            .iter()
-            .map(|(g, t)| (*g, tail_text(t)))
-            .collect();
-        for chunk in tails.chunks(FIELDS_PER_COMMAND) {
-            pipe.hset_multiple(pk.key("tl"), chunk).ignore();
+        hashes.push((
+            pk.key("ch"),
+            upload
+                .children()
+                .iter()
+                .flat_map(|(g, kids)| {
+                    [
+                        (format!("{g}#"), b"1".to_vec()),
+                        (
+                            format!("{g}:0"),
+                            kids.iter().flat_map(|k| k.to_be_bytes()).collect(),
+                        ),
+                    ]
+                })
+                .collect(),
+        ));
+        hashes.push((
+            pk.key("tl"),
+            upload
+                .tails()
+                .iter()
+                .map(|(g, t)| (g.to_string(), tail_text(t).into_bytes()))
+                .collect(),
+        ));
+        for (key, fields) in &hashes {
+            let mut chunks = fields.chunks(FIELDS_PER_COMMAND);
+            if let Some(chunk) = chunks.next() {
+                first.hset_multiple(key, chunk).ignore();
+                first.expire(key, UPLOAD_EXPIRY).ignore();
+            }
+            for chunk in chunks {
+                let size = chunk.iter().map(|(k, v)| k.len() + v.len()).sum();
+                rest.add(size).hset_multiple(key, chunk).ignore();
+            }
         }
         let queues = upload.queues().join(",");
-        pipe.hset_multiple(
-            pk.key("meta"),
-            &[
-                ("status", "running".to_owned()),
-                ("submitted_ms", now_ms().to_string()),
-                ("next_node", nodes.to_string()),
-                ("next_vertex", upload.vertices().to_string()),
-                ("queues", queues),
-                ("retention_s", self.config.retention.as_secs().to_string()),
-            ],
-        )
-        .ignore();
-        // Until it opens, a half-stored project expires on its own.
-        for key in &all {
-            pipe.expire(key, 3600).ignore();
+        first
+            .hset_multiple(
+                pk.key("meta"),
+                &[
+                    ("status", "running".to_owned()),
+                    ("submitted_ms", now_ms().to_string()),
+                    ("next_node", nodes.to_string()),
+                    ("next_vertex", upload.vertices().to_string()),
+                    ("queues", queues),
+                    ("retention_s", self.config.retention.as_secs().to_string()),
+                ],
+            )
+            .ignore();
+        first.expire(pk.key("meta"), UPLOAD_EXPIRY).ignore();
+        let () = first.query_async(&mut conn).await?;
+        for pipe in rest.pipes {
+            let () = pipe.query_async(&mut conn).await?;
         }
-        let () = pipe.query_async(&mut conn).await?;
-        let last_vertex = upload.vertices() as i64 - 1;
-        let () = self
+        drop((vx, vp, ed, nd, hashes));
+        let more: i64 = self
             .script(&OPEN, &id, upload.queues())
-            .arg(last_vertex)
+            .arg(upload.ready_vertices())
             .invoke_async(&mut conn)
-            .await
-            .map(|_: i64| ())?;
+            .await?;
+        if more == 1 {
+            self.release(&id).await?;
+        }
         Ok(id)
     }
 
-    /// Takes up to `n` ready jobs of `queue`, each leased for `lease`.
-    pub async fn take(
-        &self,
-        queue: &str,
-        n: usize,
-        lease: Duration,
-    ) -> Result<Vec<(String, u32)>, Error> {
+    /// Takes up to `n` ready jobs of `queue`, each entry leased for `lease`.
+    pub async fn take(&self, queue: &str, n: usize, lease: Duration) -> Result<Vec<Taken>, Error> {
         let mut conn = self.conn.clone();
         let entries: Vec<String> = TAKE
             .key(self.keys.queue(queue))
@@ -402,62 +528,317 @@ impl RedisEngine {
             .arg(lease.as_millis() as u64)
             .invoke_async(&mut conn)
             .await?;
-        Ok(entries.iter().filter_map(|e| split_entry(e)).collect())
+        Ok(entries.iter().filter_map(|e| Taken::parse(e)).collect())
     }
 
-    /// Begins attempts of leased jobs of one project.
-    pub async fn begin(&self, id: &str, nodes: &[u32]) -> Result<Vec<Begun>, Error> {
-        let rows: Vec<(u32, u32, String, Option<String>)> = self
-            .run_project(&BEGIN, id, |invocation| {
-                invocation.arg(nodes);
-            })
-            .await?;
+    /// Begins attempts of the jobs of leased entries of one project.
+    pub async fn begin(&self, id: &str, entries: &[Taken]) -> Result<Vec<Begun>, Error> {
+        let ranges: Vec<String> = entries.iter().map(Taken::range).collect();
+        let (rows, payloads) = self.begin_rows(id, &ranges, entries).await?;
         let mut begun = Vec::with_capacity(rows.len());
-        for (node, attempt, payload, input) in rows {
+        let payloads: HashMap<u32, Option<String>> = entries
+            .iter()
+            .flat_map(|e| e.first..=e.last)
+            .zip(payloads)
+            .collect();
+        for (node, attempt, input) in rows {
+            let payload = payloads
+                .get(&node)
+                .cloned()
+                .flatten()
+                .ok_or_else(|| Error::Corrupt {
+                    what: format!("job {node} of project {id}"),
+                    reason: "its payload is missing".into(),
+                })?;
             let job: JobPayload = serde_json::from_str(&payload).map_err(|e| Error::Corrupt {
                 what: format!("job {node} of project {id}"),
                 reason: e.to_string(),
             })?;
             let input = match input {
-                Some(text) => Some(serde_json::from_str(&text).map_err(|e| Error::Corrupt {
-                    what: format!("the input of job {node} of project {id}"),
-                    reason: e.to_string(),
-                })?),
+                Some(text) => match text.strip_prefix("g:") {
+                    Some(group) => {
+                        let group: u32 = group.parse().map_err(|_| Error::Corrupt {
+                            what: format!("the input of job {node} of project {id}"),
+                            reason: format!("{text:?}"),
+                        })?;
+                        Some(self.group_result(id, group).await?)
+                    }
+                    None => Some(serde_json::from_str(&text).map_err(|e| Error::Corrupt {
+                        what: format!("the input of job {node} of project {id}"),
+                        reason: e.to_string(),
+                    })?),
+                },
                 None => None,
             };
+            let lease = entries
+                .iter()
+                .find(|e| (e.first..=e.last).contains(&node))
+                .map(|e| e.entry.clone())
+                .unwrap_or_default();
             begun.push(Begun {
                 project: id.to_owned(),
                 node,
                 attempt,
                 job,
                 input,
+                lease,
             });
         }
         Ok(begun)
     }
 
+    /// The begin script's rows, and every taken job's payload, read in the
+    /// same round trip (payloads never change once stored).
+    async fn begin_rows(
+        &self,
+        id: &str,
+        ranges: &[String],
+        entries: &[Taken],
+    ) -> Result<(Vec<(u32, u32, Option<String>)>, Vec<Option<String>>), Error> {
+        let fields: Vec<u32> = entries.iter().flat_map(|e| e.first..=e.last).collect();
+        let cached = self
+            .queue_cache
+            .lock()
+            .expect("never poisoned")
+            .get(id)
+            .cloned();
+        let mut queues = match cached {
+            Some(queues) => queues,
+            None => self.refresh_queues(id).await?,
+        };
+        let mut conn = self.conn.clone();
+        let pk = self.keys.project(id);
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let keys = self.script_keys(&pk, &queues);
+            let mut pipe = redis::pipe();
+            pipe.cmd("EVALSHA")
+                .arg(BEGIN.get_hash())
+                .arg(keys.len())
+                .arg(&keys)
+                .arg(id)
+                .arg(ranges);
+            pipe.cmd("HMGET").arg(pk.key("jb")).arg(&fields);
+            let reply: redis::RedisResult<(Vec<redis::Value>, Vec<Option<String>>)> =
+                pipe.query_async(&mut conn).await;
+            match reply {
+                Ok((flat, payloads)) => return Ok((begin_reply(id, &flat)?, payloads)),
+                // The script is not loaded yet (a pipeline does not load it).
+                Err(e)
+                    if tries < 3
+                        && e.kind()
+                            == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+                {
+                    let _: String = BEGIN.prepare_invoke().load_async(&mut conn).await?;
+                }
+                Err(e) if tries < 3 && e.to_string().contains("RQM_QUEUES") => {
+                    queues = self.refresh_queues(id).await?;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// A group's result (SPEC 4): the array of its list's results, nested
+    /// groups assembled in turn. Group results are not stored, so that no
+    /// call is as long as a big group.
+    pub async fn group_result(&self, id: &str, group: u32) -> Result<Value, Error> {
+        let pk = self.keys.project(id);
+        let mut conn = self.conn.clone();
+        let mut out: HashMap<u32, Value> = HashMap::new();
+        // Depth-first: a group's list, then its groups' lists.
+        let mut order: Vec<(u32, Vec<u32>)> = Vec::new();
+        let mut todo = vec![group];
+        let mut flags: HashMap<u32, bool> = HashMap::new();
+        while let Some(g) = todo.pop() {
+            let kids = self.children_of(&mut conn, &pk, g).await?;
+            let unknown: Vec<u32> = kids
+                .iter()
+                .copied()
+                .filter(|k| !flags.contains_key(k))
+                .collect();
+            for (k, is_group) in unknown
+                .iter()
+                .zip(self.are_groups(&mut conn, &pk, &unknown).await?)
+            {
+                flags.insert(*k, is_group);
+            }
+            for k in &kids {
+                if flags[k] {
+                    todo.push(*k);
+                }
+            }
+            order.push((g, kids));
+        }
+        let jobs: Vec<u32> = order
+            .iter()
+            .flat_map(|(_, kids)| kids.iter().copied())
+            .filter(|k| !flags[k])
+            .collect();
+        for chunk in jobs.chunks(FIELDS_PER_COMMAND) {
+            let values: Vec<Option<String>> = redis::cmd("HMGET")
+                .arg(pk.key("rs"))
+                .arg(chunk)
+                .query_async(&mut conn)
+                .await?;
+            for (k, v) in chunk.iter().zip(values) {
+                let value = match v {
+                    Some(text) => serde_json::from_str(&text).map_err(|e| Error::Corrupt {
+                        what: format!("the result of node {k} of project {id}"),
+                        reason: e.to_string(),
+                    })?,
+                    None => Value::Null,
+                };
+                out.insert(*k, value);
+            }
+        }
+        for (g, kids) in order.into_iter().rev() {
+            let list = kids
+                .iter()
+                .map(|k| out.remove(k).unwrap_or(Value::Null))
+                .collect();
+            out.insert(g, Value::Array(list));
+        }
+        Ok(out.remove(&group).unwrap_or(Value::Null))
+    }
+
+    async fn children_of(
+        &self,
+        conn: &mut ConnectionManager,
+        pk: &ProjectKeys,
+        group: u32,
+    ) -> Result<Vec<u32>, Error> {
+        let batches: Option<u32> = redis::cmd("HGET")
+            .arg(pk.key("ch"))
+            .arg(format!("{group}#"))
+            .query_async(conn)
+            .await?;
+        let batches = batches.unwrap_or(0);
+        if batches == 0 {
+            return Ok(Vec::new());
+        }
+        let fields: Vec<String> = (0..batches).map(|b| format!("{group}:{b}")).collect();
+        let raw: Vec<Option<Vec<u8>>> = redis::cmd("HMGET")
+            .arg(pk.key("ch"))
+            .arg(&fields)
+            .query_async(conn)
+            .await?;
+        Ok(raw
+            .into_iter()
+            .flatten()
+            .flat_map(|b| {
+                b.chunks_exact(4)
+                    .map(|w| u32::from_be_bytes(w.try_into().expect("4 bytes")))
+                    .collect::<Vec<_>>()
+            })
+            .collect())
+    }
+
+    /// Whether each node is a group, from the flags of its record.
+    async fn are_groups(
+        &self,
+        conn: &mut ConnectionManager,
+        pk: &ProjectKeys,
+        nodes: &[u32],
+    ) -> Result<Vec<bool>, Error> {
+        let (Some(&low), Some(&high)) = (nodes.iter().min(), nodes.iter().max()) else {
+            return Ok(Vec::new());
+        };
+        // A list's nodes are mostly neighbours: one read of their span.
+        if (high - low) as usize <= 4 * nodes.len() + 64 {
+            let span: Vec<u8> = redis::cmd("GETRANGE")
+                .arg(pk.key("nd"))
+                .arg(low as usize * NODE_BYTES)
+                .arg((high as usize + 1) * NODE_BYTES - 1)
+                .query_async(conn)
+                .await?;
+            return Ok(nodes
+                .iter()
+                .map(|n| {
+                    span.get((n - low) as usize * NODE_BYTES + 12)
+                        .is_some_and(|b| b & 1 != 0)
+                })
+                .collect());
+        }
+        let mut pipe = redis::pipe();
+        for n in nodes {
+            let at = *n as usize * NODE_BYTES + 12;
+            pipe.getrange(pk.key("nd"), at as isize, at as isize);
+        }
+        let flags: Vec<Vec<u8>> = pipe.query_async(conn).await?;
+        Ok(flags
+            .iter()
+            .map(|f| f.first().is_some_and(|b| b & 1 != 0))
+            .collect())
+    }
+
     /// Applies attempts' outcomes for one project; returns the nodes whose
     /// reports were stale and ignored (SPEC 7).
+    /// `done` are the lease entries (their [`Taken::range`]) all of whose
+    /// attempts have now been reported: their leases go.
     pub async fn complete(
         &self,
         id: &str,
+        done: &[String],
         outcomes: &[(u32, u32, Completion, String)],
     ) -> Result<Vec<u32>, Error> {
-        self.run_project(&COMPLETE, id, |invocation| {
-            for (node, attempt, completion, path) in outcomes {
-                invocation.arg(node).arg(attempt);
-                match completion {
-                    Completion::Finished(result) => invocation.arg("ok").arg(result).arg(""),
-                    Completion::Allowed(error) => invocation.arg("allow").arg(error).arg(""),
-                    Completion::Retry { error, backoff } => invocation
-                        .arg("retry")
-                        .arg(error)
-                        .arg(backoff.as_millis() as u64),
-                    Completion::Failed(error) => invocation.arg("fail").arg(error).arg(path),
-                };
+        let (stale, more): (Vec<u32>, i64) = self
+            .run_project(&COMPLETE, id, |invocation| {
+                invocation.arg(done.len()).arg(done);
+                for (node, attempt, completion, path) in outcomes {
+                    invocation.arg(node).arg(attempt);
+                    match completion {
+                        Completion::Finished(result) => invocation.arg("ok").arg(result).arg(""),
+                        Completion::Allowed(error) => invocation.arg("allow").arg(error).arg(""),
+                        Completion::Retry { error, backoff } => invocation
+                            .arg("retry")
+                            .arg(error)
+                            .arg(backoff.as_millis() as u64),
+                        Completion::Failed(error) => invocation.arg("fail").arg(error).arg(path),
+                    };
+                }
+            })
+            .await?;
+        if more == 1 {
+            self.release(id).await?;
+        }
+        Ok(stale)
+    }
+
+    /// The set of projects with a release left for later calls, scored by
+    /// when any client may go on with it.
+    fn releases_key(&self) -> String {
+        format!("{}releases", self.config.prefix)
+    }
+
+    /// Goes on with a release that a call left for later (a barrier that
+    /// releases more jobs than one call does), call by call, until it is
+    /// done. Each call is short and atomic, so Redis serves other clients
+    /// in between; if this client dies, a worker's keeper goes on.
+    pub async fn release(&self, id: &str) -> Result<(), Error> {
+        loop {
+            let more: i64 = self.run_project(&RELEASE, id, |_| {}).await?;
+            if more == 0 {
+                return Ok(());
             }
-        })
-        .await
+        }
+    }
+
+    /// Goes on with releases whose client stopped (died) before it was
+    /// done; returns how many projects it went on with.
+    pub async fn release_due(&self, max: usize) -> Result<usize, Error> {
+        let mut conn = self.conn.clone();
+        let ids: Vec<String> = DUE
+            .key(self.releases_key())
+            .arg(max)
+            .arg(RELEASE_CLAIM.as_millis() as u64)
+            .invoke_async(&mut conn)
+            .await?;
+        for id in &ids {
+            self.release(id).await?;
+        }
+        Ok(ids.len())
     }
 
     /// Completes an attempt that appended `nodes` to its list, atomically
@@ -468,6 +849,7 @@ impl RedisEngine {
         begun: &Begun,
         result: String,
         nodes: Vec<Node>,
+        done: &[String],
     ) -> Result<bool, Error> {
         let id = &begun.project;
         let pk = self.keys.project(id);
@@ -531,7 +913,7 @@ impl RedisEngine {
                     Completion::Failed(error),
                     begun.job.path.clone(),
                 );
-                let stale = self.complete(id, &[outcome]).await?;
+                let stale = self.complete(id, done, &[outcome]).await?;
                 return Ok(stale.is_empty());
             }
             // The list's last node, which a first added node with
@@ -542,8 +924,8 @@ impl RedisEngine {
             } else {
                 let meta: Vec<u8> = redis::cmd("GETRANGE")
                     .arg(pk.key("vx"))
-                    .arg(tail.last as usize * VERTEX_BYTES + 4)
-                    .arg(tail.last as usize * VERTEX_BYTES + 7)
+                    .arg(tail.last as usize * VERTEX_BYTES)
+                    .arg(tail.last as usize * VERTEX_BYTES + 3)
                     .query_async(&mut conn)
                     .await?;
                 let meta: [u8; 4] = meta.try_into().map_err(|_| Error::Corrupt {
@@ -590,21 +972,28 @@ impl RedisEngine {
                 "tails": tails,
                 "jobs": jobs,
                 "queues": upload.queues(),
+                "unlease": done,
             });
-            let (vx, _) = upload.vertex_bytes(false, 0);
+            let (vx, vp, _) = upload.vertex_bytes(false, 0);
             let nd = upload.node_bytes();
-            let outcome: String = self
+            let (outcome, more): (String, i64) = self
                 .script(&APPEND, id, upload.queues())
                 .arg(begun.node)
                 .arg(begun.attempt)
                 .arg(&result)
                 .arg(plan.to_string())
                 .arg(vx)
+                .arg(vp)
                 .arg(nd)
                 .invoke_async(&mut conn)
                 .await?;
             match outcome.as_str() {
-                "ok" => return Ok(true),
+                "ok" => {
+                    if more == 1 {
+                        self.release(id).await?;
+                    }
+                    return Ok(true);
+                }
                 "stale" => return Ok(false),
                 _ => continue,
             }
@@ -618,17 +1007,17 @@ impl RedisEngine {
         })
     }
 
-    /// Extends the leases of attempts still running.
-    pub async fn renew(&self, leases: &[(String, u32)], lease: Duration) -> Result<(), Error> {
-        if leases.is_empty() {
+    /// Extends leases still held (their entries, see [`Taken::entry`]).
+    pub async fn renew(&self, entries: &[String], lease: Duration) -> Result<(), Error> {
+        if entries.is_empty() {
             return Ok(());
         }
         let mut conn = self.conn.clone();
         let expiry = now_ms() + lease.as_millis() as u64;
         let mut cmd = redis::cmd("ZADD");
         cmd.arg(format!("{}leases", self.config.prefix)).arg("XX");
-        for (id, node) in leases {
-            cmd.arg(expiry).arg(format!("{id}:{node}"));
+        for entry in entries {
+            cmd.arg(expiry).arg(entry);
         }
         let _: i64 = cmd.query_async(&mut conn).await?;
         Ok(())
@@ -658,14 +1047,17 @@ impl RedisEngine {
             .arg(max)
             .invoke_async(&mut conn)
             .await?;
-        let mut by_project: HashMap<String, Vec<u32>> = HashMap::new();
-        for (id, node) in entries.iter().filter_map(|e| split_entry(e)) {
-            by_project.entry(id).or_default().push(node);
+        let mut by_project: HashMap<String, Vec<String>> = HashMap::new();
+        for taken in entries.iter().filter_map(|e| Taken::parse(e)) {
+            by_project
+                .entry(taken.project.clone())
+                .or_default()
+                .push(taken.range());
         }
-        for (id, nodes) in &by_project {
+        for (id, ranges) in &by_project {
             let _: i64 = self
                 .run_project(&REQUEUE, id, |invocation| {
-                    invocation.arg(why).arg(max_lost).arg(nodes);
+                    invocation.arg(why).arg(max_lost).arg(ranges);
                 })
                 .await?;
         }
@@ -692,12 +1084,13 @@ impl RedisEngine {
     /// How long until the next retry or lease expiry is due, if one waits.
     pub async fn next_due(&self) -> Result<Option<Duration>, Error> {
         let mut conn = self.conn.clone();
-        let (retry, lease): (i64, i64) = NEXT
+        let (retry, lease, release): (i64, i64, i64) = NEXT
             .key(format!("{}delayed", self.config.prefix))
             .key(format!("{}leases", self.config.prefix))
+            .key(self.releases_key())
             .invoke_async(&mut conn)
             .await?;
-        Ok([retry, lease]
+        Ok([retry, lease, release]
             .into_iter()
             .filter(|ms| *ms >= 0)
             .min()
@@ -814,8 +1207,12 @@ impl RedisEngine {
             })?;
         // A part that does not read (a key tampered with) is left out, so
         // that the status still says what it can.
-        let nd: Vec<u8> = redis::cmd("GET")
-            .arg(pk.key("nd"))
+        let (nd, ns, na, nts, ntf): (Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>) = redis::pipe()
+            .get(pk.key("nd"))
+            .get(pk.key("ns"))
+            .get(pk.key("na"))
+            .get(pk.key("nts"))
+            .get(pk.key("ntf"))
             .query_async(&mut conn)
             .await
             .unwrap_or_default();
@@ -829,21 +1226,21 @@ impl RedisEngine {
             .query_async(&mut conn)
             .await
             .unwrap_or_default();
-        let root: Option<String> = redis::cmd("HGET")
-            .arg(pk.key("rs"))
-            .arg(0)
-            .query_async(&mut conn)
-            .await
-            .unwrap_or_default();
         let Some(status) = meta.get("status").cloned() else {
             return Err(Error::NoProject(id.to_owned()));
         };
         let mut paths: Vec<Path> = Vec::with_capacity(nd.len() / NODE_BYTES);
         let mut nodes = Vec::new();
         let mut counts = StateCounts::default();
+        let column = |bytes: &[u8], n: usize| {
+            bytes
+                .get(4 * n..4 * n + 4)
+                .map_or(0, |w| u32::from_be_bytes(w.try_into().expect("4 bytes")))
+        };
         for (n, rec) in nd.chunks_exact(NODE_BYTES).enumerate() {
             let word = |at: usize| u32::from_be_bytes(rec[at..at + 4].try_into().expect("4 bytes"));
-            let (parent, index, flags, state) = (word(0), word(4), rec[12], rec[13]);
+            let (parent, index, flags) = (word(0), word(4), rec[12]);
+            let state = ns.get(n).copied().unwrap_or(0);
             let path = if n == 0 {
                 Path::root()
             } else {
@@ -874,7 +1271,7 @@ impl RedisEngine {
                     _ => &mut counts.failed,
                 } += 1;
             }
-            let time = |at: usize| match word(at) {
+            let time = |bytes: &[u8]| match column(bytes, n) {
                 0 => None,
                 t => Some(u64::from(t - 1) * 1000),
             };
@@ -889,21 +1286,21 @@ impl RedisEngine {
                         .map(|p| p.func)
                 },
                 state: state.to_owned(),
-                attempts: word(16),
+                attempts: column(&na, n as usize),
                 error: errors.get(&n).cloned(),
-                started_us: time(20),
-                finished_us: time(24),
+                started_us: time(&nts),
+                finished_us: time(&ntf),
             });
         }
         nodes.sort_by(|a, b| a.path.cmp(&b.path));
-        let result = match (status.as_str(), root) {
-            ("finished", Some(text)) => {
-                Some(serde_json::from_str(&text).map_err(|e| Error::Corrupt {
-                    what: format!("the result of project {id}"),
-                    reason: e.to_string(),
-                })?)
-            }
-            _ => None,
+        let result = if status == "finished" {
+            let results: HashMap<u32, String> = redis::cmd("HGETALL")
+                .arg(pk.key("rs"))
+                .query_async(&mut conn)
+                .await?;
+            Some(assemble(id, &nd, &results)?)
+        } else {
+            None
         };
         let (failed_path, error) = if status == "failed" {
             let path = meta.get("failed_path").cloned().filter(|p| !p.is_empty());
@@ -1022,7 +1419,66 @@ impl RedisEngine {
 /// An entry of a project's event stream: its id and fields.
 type StreamEntry = (String, HashMap<String, String>);
 
-fn split_entry(entry: &str) -> Option<(String, u32)> {
-    let (id, node) = entry.rsplit_once(':')?;
-    Some((id.to_owned(), node.parse().ok()?))
+/// The begin script's flat reply as (node, attempt, input) rows.
+fn begin_reply(id: &str, flat: &[redis::Value]) -> Result<Vec<(u32, u32, Option<String>)>, Error> {
+    let bad = |reason: String| Error::Corrupt {
+        what: format!("the begin reply of project {id}"),
+        reason,
+    };
+    if flat.len() % 3 != 0 {
+        return Err(bad(format!("{} values, not threes", flat.len())));
+    }
+    flat.chunks(3)
+        .map(|row| {
+            let node: u32 = redis::from_redis_value_ref(&row[0]).map_err(|e| bad(e.to_string()))?;
+            let attempt: u32 =
+                redis::from_redis_value_ref(&row[1]).map_err(|e| bad(e.to_string()))?;
+            let input: Option<String> =
+                redis::from_redis_value_ref(&row[2]).map_err(|e| bad(e.to_string()))?;
+            Ok((node, attempt, input))
+        })
+        .collect()
+}
+
+/// The project's result (SPEC 4) from every node record and job result:
+/// each group's the array of its list's, in list order.
+fn assemble(id: &str, nd: &[u8], results: &HashMap<u32, String>) -> Result<Value, Error> {
+    let count = nd.len() / NODE_BYTES;
+    let mut kids: Vec<Vec<(u32, u32)>> = vec![Vec::new(); count];
+    let mut group = vec![false; count];
+    for (n, rec) in nd.chunks_exact(NODE_BYTES).enumerate() {
+        let word = |at: usize| u32::from_be_bytes(rec[at..at + 4].try_into().expect("4 bytes"));
+        group[n] = rec[12] & 1 != 0;
+        if n > 0 {
+            if let Some(list) = kids.get_mut(word(0) as usize) {
+                list.push((word(4), n as u32));
+            }
+        }
+    }
+    // A node's id is above its parent's: build from the last node up.
+    let mut values: Vec<Option<Value>> = vec![None; count];
+    for n in (0..count).rev() {
+        let value = if group[n] {
+            let mut list = std::mem::take(&mut kids[n]);
+            list.sort_unstable();
+            Value::Array(
+                list.iter()
+                    .map(|(_, k)| values[*k as usize].take().unwrap_or(Value::Null))
+                    .collect(),
+            )
+        } else {
+            match results.get(&(n as u32)) {
+                Some(text) => serde_json::from_str(text).map_err(|e| Error::Corrupt {
+                    what: format!("the result of node {n} of project {id}"),
+                    reason: e.to_string(),
+                })?,
+                None => Value::Null,
+            }
+        };
+        values[n] = Some(value);
+    }
+    Ok(values
+        .first_mut()
+        .and_then(Option::take)
+        .unwrap_or(Value::Null))
 }

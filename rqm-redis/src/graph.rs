@@ -29,8 +29,12 @@ pub async fn upload<C: ConnectionLike>(
     keys: &ProjectKeys,
     graph: &GraphUpload<'_>,
 ) -> Result<(), Error> {
-    let (vx, ed) = graph.vertex_bytes(true, 0);
-    for (key, bytes) in [(keys.key("vx"), vx), (keys.key("ed"), ed)] {
+    let (vx, vp, ed) = graph.vertex_bytes(true, 0);
+    for (key, bytes) in [
+        (keys.key("vx"), vx),
+        (keys.key("ed"), ed),
+        (keys.key("vp"), vp),
+    ] {
         let mut pipe = redis::pipe();
         pipe.del(&key).ignore();
         for chunk in bytes.chunks(WRITE_CHUNK) {
@@ -53,6 +57,7 @@ pub async fn fire<C: ConnectionLike>(
     let (ready, started, ended): (Vec<u32>, Vec<u32>, Vec<u32>) = FIRE
         .key(keys.key("vx"))
         .key(keys.key("ed"))
+        .key(keys.key("vp"))
         .arg(first)
         .arg(last)
         .arg(finished)

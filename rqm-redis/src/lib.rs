@@ -20,11 +20,11 @@ pub mod testing;
 mod upload;
 
 pub use config::{Config, check_server};
-pub use engine::{Begun, Completion, JobPayload, Listed, RedisEngine};
+pub use engine::{Begun, Completion, JobPayload, Listed, RedisEngine, Taken};
 pub use error::Error;
 #[cfg(feature = "testing")]
 pub use graph::{Fired, fire, upload};
 pub use keys::{Keys, ProjectKeys};
-pub use scripts::script_names;
 pub use redis;
-pub use upload::{GraphUpload, NODE_BYTES, VERTEX_BYTES};
+pub use scripts::script_names;
+pub use upload::{GraphUpload, NODE_BYTES, NODE_FIELDS, VERTEX_BYTES};

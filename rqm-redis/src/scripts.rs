@@ -35,6 +35,8 @@ pub(crate) static BEGIN: LazyLock<Script> = project_script!("../lua/begin.lua");
 pub(crate) static COMPLETE: LazyLock<Script> = project_script!("../lua/complete.lua");
 /// Completes an attempt that appended nodes.
 pub(crate) static APPEND: LazyLock<Script> = project_script!("../lua/append.lua");
+/// Goes on with a release left for later.
+pub(crate) static RELEASE: LazyLock<Script> = project_script!("../lua/release.lua");
 /// Cancels a project.
 pub(crate) static CANCEL: LazyLock<Script> = project_script!("../lua/cancel.lua");
 /// Makes retried or lost jobs ready again.
@@ -55,11 +57,12 @@ pub(crate) static CORRUPT: LazyLock<Script> =
 /// Every script's name and SHA1, so that a slow log or a monitor can say
 /// which script a call ran.
 pub fn script_names() -> Vec<(&'static str, String)> {
-    let scripts: [(&'static str, &LazyLock<Script>); 10] = [
+    let scripts: [(&'static str, &LazyLock<Script>); 11] = [
         ("open", &OPEN),
         ("begin", &BEGIN),
         ("complete", &COMPLETE),
         ("append", &APPEND),
+        ("release", &RELEASE),
         ("cancel", &CANCEL),
         ("requeue", &REQUEUE),
         ("take", &TAKE),

@@ -6,10 +6,24 @@ use std::collections::BTreeMap;
 use rqm_core::{Catalog, GraphSink, Input, JobSpec, ListTail, NO_PARENT, Place, Role, VertexId};
 use serde_json::{Value, json};
 
-/// Bytes per vertex record.
-pub const VERTEX_BYTES: usize = 24;
-/// Bytes per node record.
-pub const NODE_BYTES: usize = 32;
+/// Bytes per vertex record in `vx` (role and owner, edges); its pending
+/// count is apart, in `vp` (4 bytes), so that a run of vertices is one
+/// substring.
+pub const VERTEX_BYTES: usize = 20;
+/// Bytes per node record in `nd` (parent, index, vertex, flags, queue, lost,
+/// extra); what changes as it runs is apart, one string per field: `ns`
+/// state (1 byte), `na` attempts, `nts` started, `ntf` finished (4 each).
+pub const NODE_BYTES: usize = 20;
+/// Bytes per node of the per-field strings `ns`, `na`, `nts`, `ntf`.
+pub const NODE_FIELDS: [(&str, usize); 4] = [("ns", 1), ("na", 4), ("nts", 4), ("ntf", 4)];
+
+/// Consecutive targets from which an overflow block holds a range rather
+/// than a list.
+const RANGE_MIN: usize = 8;
+/// The mark of a range block in its count word.
+const RANGE_BLOCK: u32 = 1 << 31;
+/// A range block's owner word when its targets are not a run of jobs.
+const NO_OWNER: u32 = u32::MAX;
 
 fn role_bits(role: Role) -> u32 {
     match role {
@@ -173,24 +187,26 @@ impl<'c> GraphUpload<'c> {
         &self.external
     }
 
-    /// The new vertex records. With `with_edges`, each carries its pending
+    /// The new vertex records, their pending counts and overflow edge
+    /// blocks: `(vx, vp, ed)`. With `with_edges`, each carries its pending
     /// count and out-edges (a fresh project); without, they are bare and the
     /// edges are sent as pairs (an append), as the server applies them.
-    pub fn vertex_bytes(&self, with_edges: bool, edge_base: usize) -> (Vec<u8>, Vec<u8>) {
+    ///
+    /// An overflow block is `count, next` (byte offset + 1 of the next
+    /// block, or 0) then either `count` targets or, with the count's top bit
+    /// set, a range: `first, owner, queue`, targets `first..first + count`;
+    /// `owner` is the node of the first when they are all jobs of
+    /// consecutive nodes on one queue, so that the server releases them
+    /// as one run, else `u32::MAX`.
+    pub fn vertex_bytes(&self, with_edges: bool, edge_base: usize) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
         let mut vx = Vec::with_capacity(self.meta.len() * VERTEX_BYTES);
+        let mut vp = Vec::with_capacity(self.meta.len() * 4);
         let mut ed = Vec::new();
         for (i, targets) in self.out.iter().enumerate() {
             let (pending, inline0, inline1, head, tail) = if with_edges {
                 let inline = |k: usize| targets.get(k).map_or(0, |t| t + 1);
                 let (head, tail) = if targets.len() > 2 {
-                    let at = (edge_base + ed.len()) as u32 + 1;
-                    let rest = &targets[2..];
-                    ed.extend_from_slice(&(rest.len() as u32).to_be_bytes());
-                    ed.extend_from_slice(&0u32.to_be_bytes());
-                    for t in rest {
-                        ed.extend_from_slice(&t.to_be_bytes());
-                    }
-                    (at, at)
+                    self.edge_blocks(&targets[2..], edge_base, &mut ed)
                 } else {
                     (0, 0)
                 };
@@ -198,11 +214,101 @@ impl<'c> GraphUpload<'c> {
             } else {
                 (0, 0, 0, 0, 0)
             };
-            for word in [pending, self.meta[i], inline0, inline1, head, tail] {
+            vp.extend_from_slice(&pending.to_be_bytes());
+            for word in [self.meta[i], inline0, inline1, head, tail] {
                 vx.extend_from_slice(&word.to_be_bytes());
             }
         }
-        (vx, ed)
+        (vx, vp, ed)
+    }
+
+    /// Writes `targets` as a chain of overflow blocks; returns the offsets
+    /// + 1 of its first and last block.
+    fn edge_blocks(&self, targets: &[u32], edge_base: usize, ed: &mut Vec<u8>) -> (u32, u32) {
+        let mut blocks: Vec<Vec<u32>> = Vec::new();
+        let mut list: Vec<u32> = Vec::new();
+        let mut i = 0;
+        while i < targets.len() {
+            let mut j = i + 1;
+            while j < targets.len() && targets[j] == targets[j - 1] + 1 {
+                j += 1;
+            }
+            if j - i >= RANGE_MIN {
+                if !list.is_empty() {
+                    let mut block = vec![list.len() as u32, 0];
+                    block.append(&mut list);
+                    blocks.push(block);
+                }
+                let run = &targets[i..j];
+                let (owner, queue) = self.job_run(run).unwrap_or((NO_OWNER, 0));
+                blocks.push(vec![
+                    run.len() as u32 | RANGE_BLOCK,
+                    0,
+                    run[0],
+                    owner,
+                    queue,
+                ]);
+            } else {
+                list.extend_from_slice(&targets[i..j]);
+            }
+            i = j;
+        }
+        if !list.is_empty() {
+            let mut block = vec![list.len() as u32, 0];
+            block.append(&mut list);
+            blocks.push(block);
+        }
+        let mut first = 0;
+        let mut last = 0;
+        let count = blocks.len();
+        for (k, mut block) in blocks.into_iter().enumerate() {
+            let at = (edge_base + ed.len()) as u32 + 1;
+            if k + 1 < count {
+                block[1] = at + 4 * block.len() as u32;
+            }
+            if k == 0 {
+                first = at;
+            }
+            last = at;
+            for word in block {
+                ed.extend_from_slice(&word.to_be_bytes());
+            }
+        }
+        (first, last)
+    }
+
+    /// `(first owner, queue)` when every vertex of `run` is a new job's,
+    /// of consecutive nodes on one queue.
+    fn job_run(&self, run: &[u32]) -> Option<(u32, u32)> {
+        let mut first = None;
+        for (k, &v) in run.iter().enumerate() {
+            let meta = *self.meta.get(v.checked_sub(self.base_vertex)? as usize)?;
+            if meta >> 30 != 0 {
+                return None;
+            }
+            let owner = meta & 0x3fff_ffff;
+            let queue = self
+                .nodes
+                .get(owner.checked_sub(self.base_node)? as usize)?
+                .queue;
+            match first {
+                None => first = Some((owner, queue)),
+                Some((o, q)) if owner == o + k as u32 && queue == q => {}
+                Some(_) => return None,
+            }
+        }
+        first.map(|(o, q)| (o, u32::from(q)))
+    }
+
+    /// The new vertices with nothing pending: where a fresh project's
+    /// release starts.
+    pub fn ready_vertices(&self) -> Vec<u32> {
+        self.pending
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| **p == 0)
+            .map(|(i, _)| self.base_vertex + i as u32)
+            .collect()
     }
 
     /// Edges among the new vertices, as pairs, for an append.
@@ -221,8 +327,7 @@ impl<'c> GraphUpload<'c> {
             nd.extend_from_slice(&n.parent.to_be_bytes());
             nd.extend_from_slice(&n.index.to_be_bytes());
             nd.extend_from_slice(&n.vertex.to_be_bytes());
-            nd.extend_from_slice(&[n.flags, 0, n.queue, 0]);
-            nd.extend_from_slice(&[0; 12]);
+            nd.extend_from_slice(&[n.flags, n.queue, 0, 0]);
             nd.extend_from_slice(&n.extra.to_be_bytes());
         }
         nd

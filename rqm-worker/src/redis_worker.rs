@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use rqm_core::{Cancellation, Failure, JobResult, Path, Registry};
-use rqm_redis::{Begun, Completion, RedisEngine};
+use rqm_redis::{Begun, Completion, RedisEngine, Taken};
 use tokio::sync::{Semaphore, mpsc};
 
 use crate::exec;
@@ -47,6 +47,25 @@ impl Default for WorkerConfig {
 
 type Running = Arc<Mutex<HashMap<(String, u32), Cancellation>>>;
 
+/// The lease entries this worker holds: entry -> (its nodes as the scripts
+/// take them, attempts begun under it and not reported yet).
+type Leases = Arc<Mutex<HashMap<String, (String, usize)>>>;
+
+/// Notes that `begun`'s attempt was reported; returns its lease entry's
+/// nodes when that was the entry's last one, so that the report lets the
+/// lease go.
+fn reported(leases: &Leases, begun: &Begun) -> Option<String> {
+    let mut leases = leases.lock().expect("never poisoned");
+    let (range, left) = leases.get_mut(&begun.lease)?;
+    *left = left.saturating_sub(1);
+    if *left > 0 {
+        return None;
+    }
+    let range = range.clone();
+    leases.remove(&begun.lease);
+    Some(range)
+}
+
 /// Runs a worker until `shutdown` completes; then stops taking jobs, lets
 /// running ones finish within the grace period, and hands back the leases of
 /// those that do not.
@@ -58,9 +77,20 @@ pub async fn run(
 ) -> Result<(), rqm_redis::Error> {
     let permits = Arc::new(Semaphore::new(config.concurrency.max(1)));
     let running: Running = Arc::default();
+    let leases: Leases = Arc::default();
     let (done_tx, done_rx) = mpsc::unbounded_channel::<(Begun, JobResult)>();
-    let reporter = tokio::spawn(report(engine.clone(), done_rx, config.batch));
-    let keeper = tokio::spawn(keep(engine.clone(), running.clone(), config.clone()));
+    let reporter = tokio::spawn(report(
+        engine.clone(),
+        done_rx,
+        config.batch,
+        leases.clone(),
+    ));
+    let keeper = tokio::spawn(keep(
+        engine.clone(),
+        running.clone(),
+        leases.clone(),
+        config.clone(),
+    ));
     let queue_channels: Vec<String> = config
         .queues
         .iter()
@@ -110,23 +140,42 @@ pub async fn run(
             }
             continue;
         }
-        let mut by_project: HashMap<String, Vec<u32>> = HashMap::new();
-        for (id, node) in taken {
-            by_project.entry(id).or_default().push(node);
+        let mut by_project: HashMap<String, Vec<Taken>> = HashMap::new();
+        for entry in taken {
+            by_project
+                .entry(entry.project.clone())
+                .or_default()
+                .push(entry);
         }
-        for (id, nodes) in by_project {
-            let begun = match engine.begin(&id, &nodes).await {
+        for (id, entries) in by_project {
+            let begun = match engine.begin(&id, &entries).await {
                 Ok(begun) => begun,
-                Err(e) if e.is_transient() => {
-                    // Their leases expire and another worker takes the jobs.
-                    tracing::warn!(project = %id, error = %e, "cannot begin jobs");
-                    continue;
-                }
                 Err(e) => {
-                    corrupt(&engine, &id, &e).await;
+                    if e.is_transient() {
+                        tracing::warn!(project = %id, error = %e, "cannot begin jobs");
+                    } else {
+                        corrupt(&engine, &id, &e).await;
+                    }
+                    // The script may have begun them: their leases expire
+                    // now, so that recovery runs them again or, in a project
+                    // that ended, fails them.
+                    let held: Vec<String> = entries.iter().map(|e| e.entry.clone()).collect();
+                    if let Err(e) = engine.renew(&held, Duration::ZERO).await {
+                        tracing::warn!(project = %id, error = %e, "cannot hand back leases");
+                    }
                     continue;
                 }
             };
+            {
+                // Entries none of whose jobs began were let go by the script.
+                let mut held = leases.lock().expect("never poisoned");
+                for entry in &entries {
+                    let count = begun.iter().filter(|b| b.lease == entry.entry).count();
+                    if count > 0 {
+                        held.insert(entry.entry.clone(), (entry.range(), count));
+                    }
+                }
+            }
             for begun in begun {
                 let permit = permits
                     .clone()
@@ -162,14 +211,15 @@ pub async fn run(
     }
     // The rest are handed back, their attempts left unreported: their leases
     // expire now, and another worker runs them again.
-    let held: Vec<(String, u32)> = running
+    let jobs = running.lock().expect("never poisoned").len();
+    let held: Vec<String> = leases
         .lock()
         .expect("never poisoned")
         .keys()
         .cloned()
         .collect();
     tracing::warn!(
-        jobs = held.len(),
+        jobs,
         "grace period over; handing back the leases of running jobs"
     );
     reporter.abort();
@@ -200,14 +250,17 @@ async fn take(
     engine: &RedisEngine,
     config: &WorkerConfig,
     free: usize,
-) -> Result<Vec<(String, u32)>, rqm_redis::Error> {
-    let mut taken = Vec::new();
+) -> Result<Vec<Taken>, rqm_redis::Error> {
+    let mut taken: Vec<Taken> = Vec::new();
+    let mut jobs = 0;
     for queue in &config.queues {
-        let want = free.min(config.batch) - taken.len();
+        let want = free.min(config.batch) - jobs;
         if want == 0 {
             break;
         }
-        taken.extend(engine.take(queue, want, config.lease).await?);
+        let got = engine.take(queue, want, config.lease).await?;
+        jobs += got.iter().map(Taken::len).sum::<usize>();
+        taken.extend(got);
     }
     Ok(taken)
 }
@@ -325,6 +378,7 @@ async fn report(
     engine: RedisEngine,
     mut done: mpsc::UnboundedReceiver<(Begun, JobResult)>,
     batch: usize,
+    leases: Leases,
 ) {
     while let Some(first) = done.recv().await {
         let mut outcomes = vec![first];
@@ -334,13 +388,21 @@ async fn report(
                 Err(_) => break,
             }
         }
-        let mut by_project: HashMap<String, Vec<(u32, u32, Completion, String)>> = HashMap::new();
+        type Outcomes = (Vec<String>, Vec<(u32, u32, Completion, String)>);
+        let mut by_project: HashMap<String, Outcomes> = HashMap::new();
         for (begun, outcome) in outcomes {
+            let last = reported(&leases, &begun);
             let completion = match outcome {
                 Ok(output) if !output.append.is_empty() => {
                     let result = output.result.to_string();
+                    let done: Vec<String> = last.into_iter().collect();
                     let applied = persist(|| {
-                        engine.complete_with_nodes(&begun, result.clone(), output.append.clone())
+                        engine.complete_with_nodes(
+                            &begun,
+                            result.clone(),
+                            output.append.clone(),
+                            &done,
+                        )
                     })
                     .await;
                     match applied {
@@ -355,17 +417,21 @@ async fn report(
                 Ok(output) => Completion::Finished(output.result.to_string()),
                 Err(f) => failure(&begun, f),
             };
-            by_project.entry(begun.project.clone()).or_default().push((
+            let (done, list) = by_project.entry(begun.project.clone()).or_default();
+            done.extend(last);
+            list.push((
                 begun.node,
                 begun.attempt,
                 completion,
                 begun.job.path.clone(),
             ));
         }
-        for (id, outcomes) in by_project {
+        for (id, (done, mut outcomes)) in by_project {
+            // In node order, so that runs of neighbours are applied as runs.
+            outcomes.sort_by_key(|o| o.0);
             // A report applies once, fenced by its attempt, so it can be sent
             // again through an outage; past the lease another worker reruns.
-            match persist(|| engine.complete(&id, &outcomes)).await {
+            match persist(|| engine.complete(&id, &done, &outcomes)).await {
                 Ok(stale) if !stale.is_empty() => {
                     tracing::info!(project = %id, nodes = ?stale, "reports for attempts no longer current were ignored");
                 }
@@ -381,7 +447,7 @@ async fn report(
 
 /// Renews leases, stops attempts of projects that ended, and puts back
 /// retries that are due and jobs whose lease expired.
-async fn keep(engine: RedisEngine, running: Running, config: WorkerConfig) {
+async fn keep(engine: RedisEngine, running: Running, leases: Leases, config: WorkerConfig) {
     let renew_every = (config.lease / 3).max(Duration::from_millis(10));
     let mut last_renew = tokio::time::Instant::now();
     let mut last_check = tokio::time::Instant::now();
@@ -396,8 +462,13 @@ async fn keep(engine: RedisEngine, running: Running, config: WorkerConfig) {
             last_renew = tokio::time::Instant::now();
         } else if last_renew.elapsed() >= renew_every {
             last_renew = tokio::time::Instant::now();
-            let leases: Vec<(String, u32)> = held.iter().map(|(k, _)| k.clone()).collect();
-            if let Err(e) = engine.renew(&leases, config.lease).await {
+            let entries: Vec<String> = leases
+                .lock()
+                .expect("never poisoned")
+                .keys()
+                .cloned()
+                .collect();
+            if let Err(e) = engine.renew(&entries, config.lease).await {
                 tracing::warn!(error = %e, "cannot renew leases");
             }
         }
@@ -406,6 +477,9 @@ async fn keep(engine: RedisEngine, running: Running, config: WorkerConfig) {
         }
         if let Err(e) = engine.recover_expired(config.batch, config.max_lost).await {
             tracing::warn!(error = %e, "cannot recover expired leases");
+        }
+        if let Err(e) = engine.release_due(config.batch).await {
+            tracing::warn!(error = %e, "cannot go on with a release left by a stopped client");
         }
         // Ends are published; this check catches one missed in a reconnect.
         if !held.is_empty() && last_check.elapsed() >= SAFETY_NET {

@@ -120,8 +120,9 @@ struct ServerStats {
     commands: u64,
     /// Script calls (EVALSHA, EVAL).
     scripts: u64,
-    /// Per command name.
-    by_command: BTreeMap<String, u64>,
+    /// Per command name: calls, and µs spent in them (a script's include
+    /// the commands it calls).
+    by_command: BTreeMap<String, (u64, u64)>,
     /// The slowest call in SLOWLOG, µs.
     slowest_us: u64,
     /// Calls slower than 10 ms.
@@ -140,7 +141,7 @@ impl ServerStats {
             "slowest_call_us": self.slowest_us,
             "calls_over_10ms": self.over_10ms,
             "slowest_calls": self.slowest.iter().map(|(us, what)| json!({"us": us, "what": what})).collect::<Vec<_>>(),
-            "by_command": self.by_command,
+            "by_command": self.by_command.iter().map(|(k, (calls, usec))| (k.clone(), json!({"calls": calls, "usec": usec}))).collect::<serde_json::Map<_, _>>(),
         })
     }
 }
@@ -248,10 +249,9 @@ impl Bench {
         };
         bench.clear().await?;
         if args.worker_procs == 0 {
-            bench.workers.push(spawn_in_process(
-                bench.engine.clone(),
-                worker_config(args),
-            ));
+            bench
+                .workers
+                .push(spawn_in_process(bench.engine.clone(), worker_config(args)));
         } else {
             let binary = worker_binary()?;
             for _ in 0..args.worker_procs {
@@ -375,7 +375,12 @@ impl Bench {
             if name == "evalsha" || name == "eval" {
                 stats.scripts += calls;
             }
-            stats.by_command.insert(name.to_owned(), calls);
+            let usec: u64 = rest
+                .split(',')
+                .find_map(|kv| kv.strip_prefix("usec="))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            stats.by_command.insert(name.to_owned(), (calls, usec));
         }
         let mut log = redis::cmd("SLOWLOG")
             .arg("GET")
@@ -505,8 +510,10 @@ fn fanin_json(n: usize) -> Vec<u8> {
     let parallel: Vec<Value> = (0..n)
         .map(|i| json!({"func": "simpleTask", "args": i}))
         .collect();
-    serde_json::to_vec(&json!({"jobs": [{"jobs": parallel}, {"func": "sum", "previousJobArgs": true}]}))
-        .expect("JSON")
+    serde_json::to_vec(
+        &json!({"jobs": [{"jobs": parallel}, {"func": "sum", "previousJobArgs": true}]}),
+    )
+    .expect("JSON")
 }
 
 fn fanin_result(n: usize) -> Value {
@@ -552,9 +559,16 @@ fn hops(report: &Report, n: usize) -> Fallible<(f64, f64)> {
         .map(|a| a.iter().filter_map(Value::as_u64).collect())
         .unwrap_or_default();
     if report.status != "finished" || stamps.len() != n || n < 2 {
-        return Err(format!("chain: the project ended {} without {n} stamps", report.status).into());
+        return Err(format!(
+            "chain: the project ended {} without {n} stamps",
+            report.status
+        )
+        .into());
     }
-    let mut gaps: Vec<u64> = stamps.windows(2).map(|w| w[1].saturating_sub(w[0])).collect();
+    let mut gaps: Vec<u64> = stamps
+        .windows(2)
+        .map(|w| w[1].saturating_sub(w[0]))
+        .collect();
     gaps.sort_unstable();
     let at = |q: f64| gaps[((gaps.len() - 1) as f64 * q).round() as usize] as f64 / 1000.0;
     Ok((at(0.5), at(0.99)))
@@ -640,7 +654,12 @@ fn merge(mut a: Value, b: Value) -> Value {
 /// Redis's ceiling for the pattern: trivial script calls/s at depth 2 (a
 /// worker's take loop and its reporter each keep one call in flight) times
 /// the jobs rqm got through per script call.
-async fn with_ceiling(bench: &mut Bench, jobs: usize, stats: &ServerStats, rate: f64) -> Fallible<Value> {
+async fn with_ceiling(
+    bench: &mut Bench,
+    jobs: usize,
+    stats: &ServerStats,
+    rate: f64,
+) -> Fallible<Value> {
     let calls = bench.ceiling(2).await?;
     let jobs_per_call = if stats.scripts == 0 {
         0.0
@@ -664,11 +683,26 @@ async fn fanout(bench: &mut Bench, args: &Args, out: &mut Out) -> Fallible<()> {
     let ceiling = with_ceiling(bench, n, &stats, rate).await?;
     let targets = json!([
         out.target("fanout", "jobs_per_s", rate, ">=", 70_000.0),
-        out.target("fanout", "commands_per_job", per(stats.commands, n), "<=", 3.0),
-        out.target("fanout", "calls_over_10ms", stats.over_10ms as f64, "<=", 0.0),
+        out.target(
+            "fanout",
+            "commands_per_job",
+            per(stats.commands, n),
+            "<=",
+            3.0
+        ),
+        out.target(
+            "fanout",
+            "calls_over_10ms",
+            stats.over_10ms as f64,
+            "<=",
+            0.0
+        ),
     ]);
     let line = merge(
-        merge(common(args), json!({"scenario": "fanout", "jobs": n, "seconds": elapsed.as_secs_f64(), "jobs_per_s": rate.round(), "redis": stats.json(n), "targets": targets})),
+        merge(
+            common(args),
+            json!({"scenario": "fanout", "jobs": n, "seconds": elapsed.as_secs_f64(), "jobs_per_s": rate.round(), "redis": stats.json(n), "targets": targets}),
+        ),
         ceiling.clone(),
     );
     out.emit(
@@ -693,8 +727,20 @@ async fn chain(bench: &mut Bench, args: &Args, out: &mut Out) -> Fallible<()> {
     let (p50, p99) = hops(&report, n)?;
     let targets = json!([
         out.target("chain", "hop_ms_p50", p50, "<=", 0.25),
-        out.target("chain", "commands_per_job", per(stats.commands, n), "<=", 6.0),
-        out.target("chain", "calls_over_10ms", stats.over_10ms as f64, "<=", 0.0),
+        out.target(
+            "chain",
+            "commands_per_job",
+            per(stats.commands, n),
+            "<=",
+            6.0
+        ),
+        out.target(
+            "chain",
+            "calls_over_10ms",
+            stats.over_10ms as f64,
+            "<=",
+            0.0
+        ),
     ]);
     let line = merge(
         common(args),
@@ -718,7 +764,13 @@ async fn fanin(bench: &mut Bench, args: &Args, out: &mut Out) -> Fallible<()> {
     expect_result("fanin", &report, &fanin_result(n))?;
     let targets = json!([
         out.target("fanin", "seconds", elapsed.as_secs_f64(), "<=", 0.3),
-        out.target("fanin", "calls_over_10ms", stats.over_10ms as f64, "<=", 0.0),
+        out.target(
+            "fanin",
+            "calls_over_10ms",
+            stats.over_10ms as f64,
+            "<=",
+            0.0
+        ),
     ]);
     let line = merge(
         common(args),
@@ -742,13 +794,7 @@ async fn tree(bench: &mut Bench, args: &Args, out: &mut Out) -> Fallible<()> {
     let ((elapsed, report), stats) = measured(bench, async |b| b.run(&json).await).await?;
     expect_result("tree", &report, &tree_result(groups, appends))?;
     let rate = jobs as f64 / elapsed.as_secs_f64();
-    let targets = json!([out.target(
-        "tree",
-        "calls_over_10ms",
-        stats.over_10ms as f64,
-        "<=",
-        0.0
-    )]);
+    let targets = json!([out.target("tree", "calls_over_10ms", stats.over_10ms as f64, "<=", 0.0)]);
     let line = merge(
         common(args),
         json!({"scenario": "tree", "groups": groups, "appends_per_group": appends, "jobs": jobs, "seconds": elapsed.as_secs_f64(), "jobs_per_s": rate.round(), "redis": stats.json(jobs), "targets": targets}),
@@ -962,7 +1008,10 @@ async fn main_async(args: Args) -> Fallible<bool> {
         bench.stop().await;
     }
     eprintln!();
-    eprintln!("{:<10} {:<24} {:>14} {:>12}  met", "scenario", "figure", "value", "target");
+    eprintln!(
+        "{:<10} {:<24} {:>14} {:>12}  met",
+        "scenario", "figure", "value", "target"
+    );
     let mut all_met = true;
     for t in &out.targets {
         all_met &= t.met();
