@@ -223,6 +223,21 @@ async fn blocking_jobs_run_off_the_async_threads() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocked_synchronous_jobs_do_not_hold_up_the_others() {
+    // Short synchronous jobs share a few threads; when those block, more
+    // start, so 16 jobs that block 200 ms each still run side by side.
+    let jobs: Vec<Node> = (0..16).map(|_| block_ms::job(200).into()).collect();
+    let t = Instant::now();
+    let report = engine(16).submit(Project::new(jobs)).unwrap().wait().await;
+    let took = t.elapsed();
+    assert_eq!(report.status, "finished");
+    assert!(
+        took < Duration::from_millis(700),
+        "16 × 200 ms blocking jobs, 16 at a time, took {took:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_tell_each_step_and_progress() {
     let engine = engine(8);
     let handle = engine

@@ -8,71 +8,85 @@
 -- Returns {stale nodes, 1 if a release is left for later calls else 0}.
 local K = tonumber(ARGV[2])
 for i = 3, 2 + K do unleased[#unleased + 1] = ID .. ':' .. ARGV[i] end
-local stale = {}
-local fired = {}
-local delayed = {}
+local FIRST = 3 + K
+local stale, fired, delayed = {}, {}, {}
 
-local function one(i)
-  local n, attempt, kind, data, extra = tonumber(ARGV[i]), tonumber(ARGV[i + 1]), ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
-  if cget(S, n) ~= S_RUNNING or cget(A, n) ~= attempt then
+-- The reported nodes are mostly neighbours: their states, attempts and
+-- records are read as one substring each.
+local lo, hi
+for i = FIRST, #ARGV, 5 do
+  local n = tonumber(ARGV[i])
+  if not lo or n < lo then lo = n end
+  if not hi or n > hi then hi = n end
+end
+local window = lo ~= nil and hi - lo < 4096
+local sraw, araw, ndraw
+if window then
+  sraw = crange(S, lo, hi)
+  araw = crange(A, lo, hi)
+  ndraw = redis.call('GETRANGE', ND.key, 20 * lo, 20 * (hi + 1) - 1)
+  if #ndraw ~= 20 * (hi - lo + 1) then corrupt('node', hi, ND.key) end
+end
+local states = {}
+local function state_of(n)
+  if window then return string.byte(sraw, n - lo + 1) end
+  return cget(S, n)
+end
+local function attempts_of(n)
+  if window then return (struct.unpack('>I4', araw, 4 * (n - lo) + 1)) end
+  return cget(A, n)
+end
+local function vertex_of(n)
+  if window then return (struct.unpack('>I4', ndraw, 20 * (n - lo) + 9)) end
+  return nvertex(n)
+end
+
+for i = FIRST, #ARGV, 5 do
+  local n, kind, data = tonumber(ARGV[i]), ARGV[i + 2], ARGV[i + 3]
+  if state_of(n) ~= S_RUNNING or attempts_of(n) ~= tonumber(ARGV[i + 1]) then
     stale[#stale + 1] = n
-    return
-  end
-  if kind == 'ok' or kind == 'allow' then
+  elseif kind == 'ok' or kind == 'allow' then
     if kind == 'ok' then
       results[ARGV[i]] = data
     else
       results[ARGV[i]] = 'null'
       errors[ARGV[i]] = data
     end
-    cset(S, n, S_FINISHED)
+    states[n] = S_FINISHED
     cset(TF, n, REL)
     changes[#changes + 1] = 'finished:' .. ARGV[i]
-    fired[#fired + 1] = nvertex(n)
+    fired[#fired + 1] = vertex_of(n)
   elseif kind == 'retry' and RUNNING then
     errors[ARGV[i]] = data
-    cset(S, n, S_RETRYING)
-    delayed[#delayed + 1] = NOW + tonumber(extra)
+    states[n] = S_RETRYING
+    delayed[#delayed + 1] = NOW + tonumber(ARGV[i + 4])
     delayed[#delayed + 1] = ID .. ':' .. ARGV[i]
     event('retrying', n)
   else
     errors[ARGV[i]] = data
-    cset(S, n, S_FAILED)
+    states[n] = S_FAILED
     cset(TF, n, REL)
     event('failed', n)
     if kind == 'fail' then
       local func = cjson.decode(redis.call('HGET', JB, n)).func
-      end_project('failed', {failed_path = extra, failed_function = func, error = data})
+      end_project('failed', {failed_path = ARGV[i + 4], failed_function = func, error = data})
     end
   end
 end
-
-local i = 3 + K
-while i <= #ARGV do
-  -- A run of successes of consecutive nodes in one attempt is checked and
-  -- written as one substring per field.
-  local j = i
-  if ARGV[i + 2] == 'ok' then
-    local n = tonumber(ARGV[i])
-    while j + 5 <= #ARGV and ARGV[j + 7] == 'ok' and ARGV[j + 6] == ARGV[i + 1]
-      and tonumber(ARGV[j + 5]) == n + (j + 5 - i) / 5 do
-      j = j + 5
-    end
+-- The new states, before the cascade reads any.
+if window then
+  local bytes = {string.byte(sraw, 1, -1)}
+  local any = false
+  for n, st in pairs(states) do
+    bytes[n - lo + 1] = st
+    any = true
   end
-  local len = (j - i) / 5 + 1
-  local a = tonumber(ARGV[i])
-  if len >= 4 and all_are(S, a, a + len - 1, S_RUNNING) and all_are(A, a, a + len - 1, tonumber(ARGV[i + 1])) then
-    cfill(S, a, a + len - 1, S_FINISHED)
-    cfill(TF, a, a + len - 1, REL)
-    for k = i, j, 5 do
-      results[ARGV[k]] = ARGV[k + 3]
-      changes[#changes + 1] = 'finished:' .. ARGV[k]
-      fired[#fired + 1] = nvertex(a + (k - i) / 5)
-    end
-  else
-    for k = i, j, 5 do one(k) end
+  if any then
+    redis.call('SETRANGE', S.key, lo, string.char(unpack(bytes)))
+    invalidate(S, lo, hi)
   end
-  i = j + 5
+else
+  for n, st in pairs(states) do cset(S, n, st) end
 end
 if #fired > 0 then keep_backlog(finish_jobs(fired, H)) end
 if #delayed > 0 then

@@ -84,12 +84,21 @@ local function cflush(c)
   local ids = {}
   for id in pairs(c.over) do ids[#ids + 1] = id end
   table.sort(ids)
+  local memo = {}
   local i = 1
   while i <= #ids do
     local j = i
     while j < #ids and ids[j + 1] == ids[j] + 1 and j - i < VECTOR do j = j + 1 end
     local parts = {}
-    for k = i, j do parts[#parts + 1] = struct.pack(c.fmt, c.over[ids[k]]) end
+    for k = i, j do
+      local v = c.over[ids[k]]
+      local packed = memo[v]
+      if packed == nil then
+        packed = struct.pack(c.fmt, v)
+        memo[v] = packed
+      end
+      parts[#parts + 1] = packed
+    end
     redis.call('SETRANGE', c.key, ids[i] * c.size, table.concat(parts))
     invalidate(c, ids[i], ids[j])
     i = j + 1
@@ -142,7 +151,7 @@ local function fire_one(t, owner, h, frontier)
     h.job(meta % ROLE_SHIFT)
   else
     cset(P, t, -2)
-    frontier[#frontier + 1] = {t, 0, 0}
+    frontier[#frontier + 1] = t
     if role == ROLE_START or role == ROLE_END then h.group(role, meta % ROLE_SHIFT) end
   end
 end
@@ -170,12 +179,14 @@ local function range_targets(first, last, owner, queue, h, frontier)
   spent = spent + len
 end
 
--- Follows vertex c[1]'s out-edges from cursor (c[2] block, c[3] index):
+-- Follows the out-edges of c, a vertex (from its first edge) or a cursor
+-- {vertex, block, index}:
 -- block 0 is the two inline edges (index 0 or 1), else the byte offset + 1
 -- of an overflow block. Single targets are appended to `singles`, runs are
 -- handled at once. Returns the cursor where the budget ran out, or nil.
 local function walk(c, singles, h, frontier)
-  local v, block, k = c[1], c[2], c[3]
+  local v, block, k
+  if type(c) == 'number' then v, block, k = c, 0, 0 else v, block, k = c[1], c[2], c[3] end
   if block == 0 then
     local raw, at = raw_of(VS, v)
     local _, e1, e2, head = struct.unpack('>I4I4I4I4', raw, at)
@@ -269,12 +280,8 @@ end
 
 -- Marks finished job vertices fired and cascades. Returns what is left.
 local function finish_jobs(vs, h)
-  local frontier = {}
-  for _, v in ipairs(vs) do
-    cset(P, v, -2)
-    frontier[#frontier + 1] = {v, 0, 0}
-  end
-  return cascade(frontier, h)
+  for _, v in ipairs(vs) do cset(P, v, -2) end
+  return cascade(vs, h)
 end
 
 -- Makes `to` wait for `from`, unless `from` has fired: an edge added to a
@@ -305,7 +312,13 @@ end
 -- The cursors left by a cascade, as text, and back.
 local function cursors_text(cs)
   local out = {}
-  for _, c in ipairs(cs) do out[#out + 1] = c[1] .. ',' .. c[2] .. ',' .. c[3] end
+  for _, c in ipairs(cs) do
+    if type(c) == 'number' then
+      out[#out + 1] = c .. ',0,0'
+    else
+      out[#out + 1] = c[1] .. ',' .. c[2] .. ',' .. c[3]
+    end
+  end
   return out
 end
 local function cursors_parse(texts)

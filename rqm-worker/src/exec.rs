@@ -1,6 +1,6 @@
 //! Runs one attempt of a registered function, as every engine does:
-//! synchronous functions on tokio's blocking threads, async ones in their own
-//! task; a panic or a timeout is a failed attempt, and the worker lives on.
+//! synchronous functions on blocking threads (see `pool`), async ones in
+//! their own task; a panic or a timeout is a failed attempt, and the worker lives on.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -62,13 +62,16 @@ pub(crate) async fn call(
     tracing::debug!("attempt begins");
     match registered.function.call {
         Call::Blocking(f) => {
-            let task = tokio::task::spawn_blocking(move || {
-                std::panic::catch_unwind(AssertUnwindSafe(|| f(invocation)))
-            });
-            match within(run.timeout, task).await {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            crate::pool::run(Box::new(move || {
+                let _ = tx.send(std::panic::catch_unwind(AssertUnwindSafe(|| f(invocation))));
+            }));
+            match within(run.timeout, rx).await {
                 Some(Ok(Ok(outcome))) => outcome,
                 Some(Ok(Err(panic))) => Err(panicked(&*panic)),
-                Some(Err(e)) => Err(Failure::retryable(format!("the job's thread failed: {e}"))),
+                Some(Err(_)) => Err(Failure::retryable(
+                    "the job's thread ended without an outcome".to_owned(),
+                )),
                 None => timed_out(run.timeout.unwrap_or_default()),
             }
         }

@@ -13,6 +13,7 @@ mod cli;
 mod embedded;
 mod error;
 mod exec;
+mod pool;
 mod redis_worker;
 
 pub use cli::{main, main_with};
