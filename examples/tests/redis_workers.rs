@@ -168,8 +168,12 @@ fn finished_counts(url: &str, id: &str) -> HashMap<u32, usize> {
     let mut counts = HashMap::new();
     for (_, fields) in entries {
         for change in fields.get("c").into_iter().flat_map(|c| c.split(' ')) {
-            if let Some(node) = change.strip_prefix("finished:") {
-                *counts.entry(node.parse().unwrap()).or_default() += 1;
+            // `finished:<n>`, or `finished:<first>-<last>` for a run.
+            if let Some(nodes) = change.strip_prefix("finished:") {
+                let (first, last) = nodes.split_once('-').unwrap_or((nodes, nodes));
+                for node in first.parse::<u32>().unwrap()..=last.parse().unwrap() {
+                    *counts.entry(node).or_default() += 1;
+                }
             }
         }
     }

@@ -5,7 +5,8 @@
 -- ARGV[2]: node; [3]: attempt; [4]: the result; [5]: a JSON plan:
 --   {parent, tail (as read), next_node, next_vertex, edges: [from, to, ...],
 --    children: {group: [ids]}, tails: {group: tail}, jobs: {id: payload},
---    queues: [every queue of the project, in order], unlease: [entries]}
+--    queues: [every queue of the project, in order], unlease: [entries],
+--    profiles: {id: profile}}
 -- [6]: the new vertex records (vx); [7]: their pending counts (vp);
 -- [8]: the new node records (nd).
 -- Returns {`ok`, `stale` or `conflict`, 1 if a release is left for later
@@ -17,6 +18,13 @@ local ids = redis.call('HMGET', META, 'next_node', 'next_vertex')
 if tonumber(ids[1]) ~= plan.next_node or tonumber(ids[2]) ~= plan.next_vertex
   or redis.call('HGET', TL, plan.parent) ~= plan.tail then
   return {'conflict', 0}
+end
+-- Profiles first: a clash of ids refuses the append before it changes
+-- anything.
+for id, profile in pairs(plan.profiles or {}) do
+  if redis.call('HSETNX', PF, id, profile) == 0 and redis.call('HGET', PF, id) ~= profile then
+    return redis.error_reply('RQM_PROFILE two job profiles of the project share the id ' .. id)
+  end
 end
 local vertex_of = nvertex(n)
 local added_vertices = #ARGV[6] / 20
@@ -32,7 +40,7 @@ for _, key in ipairs({NA, NTS, NTF}) do redis.call('APPEND', key, string.rep('\0
 for _, s in ipairs({VS, P, ND, S, A, TS, TF}) do s.blocks = {} end
 redis.call('HSET', META, 'next_node', plan.next_node + added_nodes,
   'next_vertex', plan.next_vertex + added_vertices, 'queues', table.concat(plan.queues, ','))
-for id, payload in pairs(plan.jobs) do redis.call('HSET', JB, id, payload) end
+hset_many(JB, plan.jobs)
 for g, kids in pairs(plan.children) do
   local packed = {}
   for _, c in ipairs(kids) do packed[#packed + 1] = struct.pack('>I4', c) end

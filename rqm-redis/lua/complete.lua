@@ -28,6 +28,7 @@ if window then
   if #ndraw ~= 20 * (hi - lo + 1) then corrupt('node', hi, ND.key) end
 end
 local states = {}
+local finished_runs = {}
 local function state_of(n)
   if window then return string.byte(sraw, n - lo + 1) end
   return cget(S, n)
@@ -41,7 +42,35 @@ local function vertex_of(n)
   return nvertex(n)
 end
 
-for i = FIRST, #ARGV, 5 do
+-- A run of successes of consecutive nodes, all running the attempt the
+-- report names, is checked as one substring per field.
+local function run_from(i)
+  if not window or ARGV[i + 2] ~= 'ok' then return i end
+  local a = tonumber(ARGV[i])
+  local j = i
+  while j + 5 <= #ARGV and ARGV[j + 7] == 'ok' and ARGV[j + 6] == ARGV[i + 1]
+    and tonumber(ARGV[j + 5]) == a + (j + 5 - i) / 5 do
+    j = j + 5
+  end
+  local len = (j - i) / 5 + 1
+  if len < 4 then return i end
+  local from = a - lo + 1
+  if string.sub(sraw, from, from + len - 1) ~= string.rep(string.char(S_RUNNING), len)
+    or string.sub(araw, 4 * from - 3, 4 * (from + len - 1)) ~= string.rep(struct.pack('>I4', tonumber(ARGV[i + 1])), len) then
+    return i
+  end
+  local b = a + len - 1
+  for k = i, j, 5 do
+    results[ARGV[k]] = ARGV[k + 3]
+    fired[#fired + 1] = vertex_of(a + (k - i) / 5)
+  end
+  finished_runs[#finished_runs + 1] = {a, b}
+  changes[#changes + 1] = 'finished:' .. a .. '-' .. b
+  return j + 5
+end
+
+-- One outcome on its own.
+local function one(i)
   local n, kind, data = tonumber(ARGV[i]), ARGV[i + 2], ARGV[i + 3]
   if state_of(n) ~= S_RUNNING or attempts_of(n) ~= tonumber(ARGV[i + 1]) then
     stale[#stale + 1] = n
@@ -68,25 +97,37 @@ for i = FIRST, #ARGV, 5 do
     cset(TF, n, REL)
     event('failed', n)
     if kind == 'fail' then
-      local func = cjson.decode(redis.call('HGET', JB, n)).func
+      local _, func = job_of(n)
       end_project('failed', {failed_path = ARGV[i + 4], failed_function = func, error = data})
     end
   end
 end
--- The new states, before the cascade reads any.
-if window then
+
+local i = FIRST
+while i <= #ARGV do
+  local after = run_from(i)
+  if after > i then
+    i = after
+  else
+    one(i)
+    i = i + 5
+  end
+end
+-- The new states, before the cascade reads any: single outcomes' on the
+-- window as read, then the runs'.
+if next(states) == nil then
+  -- None on their own.
+elseif window then
   local bytes = {string.byte(sraw, 1, -1)}
-  local any = false
-  for n, st in pairs(states) do
-    bytes[n - lo + 1] = st
-    any = true
-  end
-  if any then
-    redis.call('SETRANGE', S.key, lo, string.char(unpack(bytes)))
-    invalidate(S, lo, hi)
-  end
+  for n, st in pairs(states) do bytes[n - lo + 1] = st end
+  redis.call('SETRANGE', S.key, lo, string.char(unpack(bytes)))
+  invalidate(S, lo, hi)
 else
   for n, st in pairs(states) do cset(S, n, st) end
+end
+for _, r in ipairs(finished_runs) do
+  cfill(S, r[1], r[2], S_FINISHED)
+  cfill(TF, r[1], r[2], REL)
 end
 if #fired > 0 then keep_backlog(finish_jobs(fired, H)) end
 if #delayed > 0 then

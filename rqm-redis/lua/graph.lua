@@ -244,8 +244,20 @@ local function cascade(frontier, h)
       local left = walk(c, singles, h, next_frontier)
       if left then rest[#rest + 1] = left end
     end
+    -- Many edges may reach one target (a group's end): it is counted
+    -- down by all of them at once, in the order targets were first seen.
+    local count, order = {}, {}
     for _, t in ipairs(singles) do
-      local p = cget(P, t) - 1
+      local c = count[t]
+      if c == nil then
+        order[#order + 1] = t
+        count[t] = 1
+      else
+        count[t] = c + 1
+      end
+    end
+    for _, t in ipairs(order) do
+      local p = cget(P, t) - count[t]
       if p == 0 then fire_one(t, nil, h, next_frontier) else cset(P, t, p) end
     end
     if #rest > 0 then

@@ -2,8 +2,9 @@
 -- A project's keys and records, shared by every project script.
 -- KEYS: 1 vx, 2 ed, 3 vp (the graph, see graph.lua), 4 nd, 5 ns, 6 na,
 --       7 nts, 8 ntf, 9 jb, 10 rs, 11 ch, 12 tl, 13 meta, 14 ev, 15 er,
---       16 bl (release backlog), 17 leases, 18 delayed, 19 projects,
---       20 releases, 21.. the project's queues.
+--       16 bl (release backlog), 17 pf (profiles: a job's function and
+--       options, shared), 18 leases, 19 delayed, 20 projects, 21 releases,
+--       22.. the project's queues.
 -- ARGV[1]: the project id. Time is the server's, so that every worker's
 -- leases and retries share one clock.
 -- Node n: its record in nd is 20 bytes at byte 20*n: parent u32, index u32,
@@ -16,9 +17,10 @@
 -- `<id>:<n>` or `<id>:<first>-<last>`.
 local NS, NA, NTS, NTF = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 local JB, RS, CH, TL, META, EV, ER, BL = KEYS[9], KEYS[10], KEYS[11], KEYS[12], KEYS[13], KEYS[14], KEYS[15], KEYS[16]
-local LEASES, DELAYED, PROJECTS, RELEASES = KEYS[17], KEYS[18], KEYS[19], KEYS[20]
-local FIRST_QUEUE = 21
-local OWN_KEYS = 16
+local PF = KEYS[17]
+local LEASES, DELAYED, PROJECTS, RELEASES = KEYS[18], KEYS[19], KEYS[20], KEYS[21]
+local FIRST_QUEUE = 22
+local OWN_KEYS = 17
 local ID = ARGV[1]
 local clock = redis.call('TIME')
 local NOW = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
@@ -82,6 +84,7 @@ local unleased = {}
 local pushes = {}
 local ended = false
 local backlog = nil
+local STATUS_NOW = STATUS
 
 local function event(kind, n, extra)
   changes[#changes + 1] = kind .. ':' .. n .. (extra and (':' .. extra) or '')
@@ -124,9 +127,17 @@ local function list_finished(g)
   return true
 end
 
+-- A job's path and function, from its payload and profile.
+local function job_of(n)
+  local payload = cjson.decode(redis.call('HGET', JB, n))
+  local profile = cjson.decode(redis.call('HGET', PF, payload.f))
+  return payload.p, profile.func
+end
+
 local function end_project(status, fields)
   if not RUNNING then return end
   RUNNING = false
+  STATUS_NOW = status
   local args = {'status', status, 'ended_ms', NOW}
   for k, v in pairs(fields or {}) do args[#args + 1] = k; args[#args + 1] = v end
   redis.call('HSET', META, unpack(args))
@@ -248,6 +259,11 @@ local function flush()
   end
   if ended then
     redis.call('PUBLISH', PROJECTS .. ':ended', ID)
+    if STATUS_NOW == 'finished' then
+      -- Every job has finished: no step reads the graph again, and the
+      -- status reads the node records, results and payloads only.
+      redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], CH, TL)
+    end
     for k = 1, OWN_KEYS do redis.call('EXPIRE', KEYS[k], RETENTION) end
   end
   changes, results, errors, unleased, pushes, backlog = {}, {}, {}, {}, {}, nil

@@ -21,8 +21,8 @@ for i = 4, #ARGV do
         cset(S, n, S_FAILED)
         cset(TF, n, REL)
         event('failed', n)
-        local payload = cjson.decode(redis.call('HGET', JB, n))
-        end_project('failed', {failed_path = payload.path, failed_function = payload.func, error = message})
+        local path, func = job_of(n)
+        end_project('failed', {failed_path = path, failed_function = func, error = message})
       elseif RUNNING then
         H.job(n)
         event('lost', n, lost)

@@ -21,13 +21,15 @@ use crate::keys::{Keys, ProjectKeys};
 use crate::scripts::{
     APPEND, BEGIN, CANCEL, COMPLETE, CORRUPT, DUE, NEXT, OPEN, RELEASE, REQUEUE, TAKE,
 };
-use crate::upload::{GraphUpload, NODE_BYTES, NODE_FIELDS, VERTEX_BYTES, parse_tail, tail_text};
+use crate::upload::{
+    GraphUpload, NODE_BYTES, NODE_FIELDS, OwnedJob, Profile, VERTEX_BYTES, parse_tail, tail_text,
+};
 
 /// A project's own keys, in the order its scripts take them as KEYS
 /// (see `lua/project.lua`).
-const PROJECT_KEYS: [&str; 16] = [
+const PROJECT_KEYS: [&str; 17] = [
     "vx", "ed", "vp", "nd", "ns", "na", "nts", "ntf", "jb", "rs", "ch", "tl", "meta", "ev", "er",
-    "bl",
+    "bl", "pf",
 ];
 
 /// Projects whose queues a client keeps in mind; past this it forgets all.
@@ -68,6 +70,9 @@ impl Batches {
         self.pipes.last_mut().expect("one was pushed")
     }
 }
+
+/// Fields an HSCAN call asks for.
+const SCAN_COUNT: usize = 250;
 
 /// Fields and bytes per pipelined write, to keep each command short.
 const FIELDS_PER_COMMAND: usize = 1000;
@@ -223,6 +228,8 @@ pub struct RedisEngine {
     registry: Option<&'static Registry>,
     /// Each project's queues, in index order, as last read.
     queue_cache: Arc<Mutex<HashMap<String, Vec<String>>>>,
+    /// Profiles read, by `<project>:<profile>`; they never change.
+    profiles: Arc<Mutex<HashMap<String, Arc<Profile>>>>,
 }
 
 impl std::fmt::Debug for RedisEngine {
@@ -277,6 +284,7 @@ impl RedisEngine {
             limits,
             registry,
             queue_cache: Arc::default(),
+            profiles: Arc::default(),
         })
     }
 
@@ -469,6 +477,14 @@ impl RedisEngine {
                 .collect(),
         ));
         hashes.push((
+            pk.key("pf"),
+            upload
+                .profiles()
+                .iter()
+                .map(|(id, p)| (id.clone(), p.clone().into_bytes()))
+                .collect(),
+        ));
+        hashes.push((
             pk.key("tl"),
             upload
                 .tails()
@@ -550,10 +566,7 @@ impl RedisEngine {
                     what: format!("job {node} of project {id}"),
                     reason: "its payload is missing".into(),
                 })?;
-            let job: JobPayload = serde_json::from_str(&payload).map_err(|e| Error::Corrupt {
-                what: format!("job {node} of project {id}"),
-                reason: e.to_string(),
-            })?;
+            let job = self.job_payload(id, node, &payload).await?;
             let input = match input {
                 Some(text) => match text.strip_prefix("g:") {
                     Some(group) => {
@@ -585,6 +598,56 @@ impl RedisEngine {
             });
         }
         Ok(begun)
+    }
+
+    /// A stored payload with its profile, which is read once per project
+    /// and kept.
+    async fn job_payload(&self, id: &str, node: u32, payload: &str) -> Result<JobPayload, Error> {
+        let corrupt = |reason: String| Error::Corrupt {
+            what: format!("job {node} of project {id}"),
+            reason,
+        };
+        let stored: OwnedJob = serde_json::from_str(payload).map_err(|e| corrupt(e.to_string()))?;
+        let key = format!("{id}:{}", stored.profile);
+        let cached = self
+            .profiles
+            .lock()
+            .expect("never poisoned")
+            .get(&key)
+            .cloned();
+        let profile = match cached {
+            Some(profile) => profile,
+            None => {
+                let mut conn = self.conn.clone();
+                let text: Option<String> = redis::cmd("HGET")
+                    .arg(self.keys.project(id).key("pf"))
+                    .arg(&stored.profile)
+                    .query_async(&mut conn)
+                    .await?;
+                let text = text
+                    .ok_or_else(|| corrupt(format!("its profile {} is missing", stored.profile)))?;
+                let profile: Arc<Profile> =
+                    Arc::new(serde_json::from_str(&text).map_err(|e| corrupt(e.to_string()))?);
+                let mut cache = self.profiles.lock().expect("never poisoned");
+                if cache.len() >= QUEUE_CACHE {
+                    cache.clear();
+                }
+                cache.insert(key, profile.clone());
+                profile
+            }
+        };
+        Ok(JobPayload {
+            path: stored.path,
+            func: profile.func.clone(),
+            args: stored.args,
+            previous: profile.previous,
+            kwargs: stored.kwargs,
+            retries: profile.retries,
+            timeout_ms: profile.timeout_ms,
+            backoff: profile.backoff,
+            queue: profile.queue.clone(),
+            allow_failure: profile.allow_failure,
+        })
     }
 
     /// The begin script's rows, and every taken job's payload, read in the
@@ -973,6 +1036,7 @@ impl RedisEngine {
                 "jobs": jobs,
                 "queues": upload.queues(),
                 "unlease": done,
+                "profiles": upload.profiles(),
             });
             let (vx, vp, _) = upload.vertex_bytes(false, 0);
             let nd = upload.node_bytes();
@@ -1216,16 +1280,16 @@ impl RedisEngine {
             .query_async(&mut conn)
             .await
             .unwrap_or_default();
-        let jobs: HashMap<u32, String> = redis::cmd("HGETALL")
-            .arg(pk.key("jb"))
-            .query_async(&mut conn)
+        let jobs = hash_all(&mut conn, &pk.key("jb")).await.unwrap_or_default();
+        let errors = hash_all(&mut conn, &pk.key("er")).await.unwrap_or_default();
+        let profiles: HashMap<String, Profile> = redis::cmd("HGETALL")
+            .arg(pk.key("pf"))
+            .query_async::<HashMap<String, String>>(&mut conn)
             .await
-            .unwrap_or_default();
-        let errors: HashMap<u32, String> = redis::cmd("HGETALL")
-            .arg(pk.key("er"))
-            .query_async(&mut conn)
-            .await
-            .unwrap_or_default();
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|(k, v)| Some((k, serde_json::from_str(&v).ok()?)))
+            .collect();
         let Some(status) = meta.get("status").cloned() else {
             return Err(Error::NoProject(id.to_owned()));
         };
@@ -1282,8 +1346,9 @@ impl RedisEngine {
                     None
                 } else {
                     jobs.get(&n)
-                        .and_then(|p| serde_json::from_str::<JobPayload>(p).ok())
-                        .map(|p| p.func)
+                        .and_then(|p| serde_json::from_str::<OwnedJob>(p).ok())
+                        .and_then(|p| profiles.get(&p.profile))
+                        .map(|p| p.func.clone())
                 },
                 state: state.to_owned(),
                 attempts: column(&na, n as usize),
@@ -1294,10 +1359,7 @@ impl RedisEngine {
         }
         nodes.sort_by(|a, b| a.path.cmp(&b.path));
         let result = if status == "finished" {
-            let results: HashMap<u32, String> = redis::cmd("HGETALL")
-                .arg(pk.key("rs"))
-                .query_async(&mut conn)
-                .await?;
+            let results = hash_all(&mut conn, &pk.key("rs")).await?;
             Some(assemble(id, &nd, &results)?)
         } else {
             None
@@ -1481,4 +1543,25 @@ fn assemble(id: &str, nd: &[u8], results: &HashMap<u32, String>) -> Result<Value
         .first_mut()
         .and_then(Option::take)
         .unwrap_or(Value::Null))
+}
+
+/// Every field of a hash of node ids, in short HSCAN calls, so that reading
+/// a big project's hash never holds Redis up for long.
+async fn hash_all(conn: &mut ConnectionManager, key: &str) -> Result<HashMap<u32, String>, Error> {
+    let mut out = HashMap::new();
+    let mut cursor = 0u64;
+    loop {
+        let (next, fields): (u64, Vec<(u32, String)>) = redis::cmd("HSCAN")
+            .arg(key)
+            .arg(cursor)
+            .arg("COUNT")
+            .arg(SCAN_COUNT)
+            .query_async(conn)
+            .await?;
+        out.extend(fields);
+        if next == 0 {
+            return Ok(out);
+        }
+        cursor = next;
+    }
 }

@@ -4,7 +4,8 @@
 use std::collections::BTreeMap;
 
 use rqm_core::{Catalog, GraphSink, Input, JobSpec, ListTail, NO_PARENT, Place, Role, VertexId};
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 
 /// Bytes per vertex record in `vx` (role and owner, edges); its pending
 /// count is apart, in `vp` (4 bytes), so that a run of vertices is one
@@ -85,6 +86,7 @@ pub struct GraphUpload<'c> {
     tails: BTreeMap<u32, ListTail>,
     queues: Vec<String>,
     job_vertex: BTreeMap<u32, u32>,
+    profiles: BTreeMap<String, String>,
     last_child: BTreeMap<u32, u32>,
     error: Option<String>,
 }
@@ -128,6 +130,7 @@ impl<'c> GraphUpload<'c> {
             tails: BTreeMap::new(),
             queues,
             job_vertex: BTreeMap::new(),
+            profiles: BTreeMap::new(),
             last_child: BTreeMap::new(),
             error: None,
         }
@@ -165,6 +168,11 @@ impl<'c> GraphUpload<'c> {
     /// Every queue the project uses, in index order.
     pub fn queues(&self) -> &[String] {
         &self.queues
+    }
+
+    /// The profiles (function and options) the new jobs use, by id.
+    pub fn profiles(&self) -> &BTreeMap<String, String> {
+        &self.profiles
     }
 
     /// Job payloads by node id.
@@ -404,23 +412,35 @@ impl GraphSink for GraphUpload<'_> {
             .clone()
             .or(defaults.queue)
             .unwrap_or_else(|| rqm_core::DEFAULT_QUEUE.to_owned());
-        let mut payload = json!({
-            "path": self.path_of(&place),
-            "func": spec.func,
-            "retries": o.retries.unwrap_or(defaults.retries),
-            "timeout_ms": o.timeout_ms.or(defaults.timeout_ms),
-            "backoff": [backoff.initial_ms, backoff.factor, backoff.max_ms],
-            "queue": queue,
-            "allow_failure": o.allow_failure,
-        });
-        match spec.input {
-            Input::Args(args) => payload["args"] = args,
-            Input::Previous => payload["previous"] = Value::Bool(true),
-            Input::None => {}
-        }
-        if let Some(kwargs) = spec.kwargs {
-            payload["kwargs"] = Value::Object(kwargs);
-        }
+        let profile = Profile {
+            func: spec.func,
+            retries: o.retries.unwrap_or(defaults.retries),
+            timeout_ms: o.timeout_ms.or(defaults.timeout_ms),
+            backoff: [
+                backoff.initial_ms,
+                u64::from(backoff.factor),
+                backoff.max_ms,
+            ],
+            queue: queue.clone(),
+            allow_failure: o.allow_failure,
+            previous: matches!(spec.input, Input::Previous),
+        };
+        let profile_json = serde_json::to_string(&profile).expect("a profile serializes");
+        let profile_id = profile_key(&profile_json);
+        self.profiles
+            .entry(profile_id.clone())
+            .or_insert(profile_json);
+        let path = self.path_of(&place);
+        let stored = StoredJob {
+            profile: &profile_id,
+            path: &path,
+            args: match &spec.input {
+                Input::Args(args) => Some(args),
+                _ => None,
+            },
+            kwargs: spec.kwargs.as_ref(),
+        };
+        let payload = serde_json::to_string(&stored).expect("a job serializes");
         let queue = self.queue_index(&queue);
         let previous = if place.previous {
             self.last_child
@@ -430,7 +450,7 @@ impl GraphSink for GraphUpload<'_> {
         } else {
             0
         };
-        self.jobs.push((node, payload.to_string()));
+        self.jobs.push((node, payload));
         self.job_vertex.insert(node, vertex);
         let rec = NodeRecord {
             parent: place.parent,
@@ -465,4 +485,68 @@ impl GraphSink for GraphUpload<'_> {
     fn tail(&mut self, group: u32, tail: ListTail) {
         self.tails.insert(group, tail);
     }
+}
+
+/// A job's function and options, stored once per project (field of `pf`)
+/// for every job that shares them; a job's payload names it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Profile {
+    /// The function.
+    pub func: String,
+    /// Attempts after the first.
+    pub retries: u32,
+    /// How long one attempt may run.
+    pub timeout_ms: Option<u64>,
+    /// Initial ms, factor, max ms.
+    pub backoff: [u64; 3],
+    /// The queue.
+    pub queue: String,
+    /// Whether a failure is allowed.
+    pub allow_failure: bool,
+    /// Whether the job takes the previous node's result.
+    pub previous: bool,
+}
+
+/// A profile's id: 64 bits of FNV-1a of its JSON, in hex. A clash of two
+/// profiles of one project is refused when they are stored.
+pub(crate) fn profile_key(json: &str) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in json.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{hash:016x}")
+}
+
+/// A job's payload as stored (field of `jb`): its profile, path, and input.
+#[derive(Debug, Serialize)]
+pub(crate) struct StoredJob<'a> {
+    #[serde(rename = "f")]
+    pub(crate) profile: &'a str,
+    #[serde(rename = "p")]
+    pub(crate) path: &'a str,
+    /// Present (even `null`) when the job is given args.
+    #[serde(rename = "a", skip_serializing_if = "Option::is_none")]
+    pub(crate) args: Option<&'a Value>,
+    #[serde(rename = "k", skip_serializing_if = "Option::is_none")]
+    pub(crate) kwargs: Option<&'a Map<String, Value>>,
+}
+
+/// A stored payload, read.
+#[derive(Debug, Deserialize)]
+pub(crate) struct OwnedJob {
+    #[serde(rename = "f")]
+    pub(crate) profile: String,
+    #[serde(rename = "p")]
+    pub(crate) path: String,
+    /// Present (even `null`) when the job is given args.
+    #[serde(rename = "a", default, deserialize_with = "present")]
+    pub(crate) args: Option<Value>,
+    #[serde(rename = "k", default)]
+    pub(crate) kwargs: Option<Map<String, Value>>,
+}
+
+/// Deserializes a present field, `null` included, as `Some`.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
 }
