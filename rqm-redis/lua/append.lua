@@ -7,8 +7,11 @@
 --    children: {group: [ids]}, tails: {group: tail}, jobs: {id: payload},
 --    queues: [every queue of the project, in order], unlease: [entries],
 --    profiles: {id: profile}}
--- [6]: the new vertex records (vx); [7]: their pending counts (vp);
--- [8]: the new node records (nd).
+-- [6]: the new vertex records (vx), with their out-edges; [7]: what they
+-- wait for among themselves (vp); [8]: the new node records (nd); [9]: the
+-- new overflow edge blocks, from byte plan.edge_len of ed on. Edges from
+-- older vertices are plan.edges (added unless their vertex fired);
+-- plan.older_targets, one per edge from a new vertex to an older one.
 -- Returns {`ok`, `stale` or `conflict`, 1 if a release is left for later
 -- calls else 0}.
 local n, attempt = tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -16,7 +19,8 @@ if cget(S, n) ~= S_RUNNING or cget(A, n) ~= attempt then return {'stale', 0} end
 local plan = cjson.decode(ARGV[5])
 local ids = redis.call('HMGET', META, 'next_node', 'next_vertex')
 if tonumber(ids[1]) ~= plan.next_node or tonumber(ids[2]) ~= plan.next_vertex
-  or redis.call('HGET', TL, plan.parent) ~= plan.tail then
+  or redis.call('HGET', TL, plan.parent) ~= plan.tail
+  or redis.call('STRLEN', KEYS[2]) ~= plan.edge_len then
   return {'conflict', 0}
 end
 -- Profiles first: a clash of ids refuses the append before it changes
@@ -33,6 +37,7 @@ local added_nodes = #ARGV[8] / 20
 cflush(P)
 for _, c in ipairs({S, A, TS, TF}) do cflush(c) end
 redis.call('APPEND', KEYS[1], ARGV[6])
+redis.call('APPEND', KEYS[2], ARGV[9])
 redis.call('APPEND', KEYS[3], ARGV[7])
 redis.call('APPEND', ND.key, ARGV[8])
 redis.call('APPEND', NS, string.rep('\0', added_nodes))
@@ -50,6 +55,7 @@ end
 for g, tail in pairs(plan.tails) do redis.call('HSET', TL, g, tail) end
 local edges = plan.edges
 for i = 1, #edges, 2 do add_edge(edges[i], edges[i + 1]) end
+for _, t in ipairs(plan.older_targets or {}) do cset(P, t, cget(P, t) + 1) end
 for _, e in ipairs(plan.unlease or {}) do unleased[#unleased + 1] = ID .. ':' .. e end
 results[n] = ARGV[4]
 cset(S, n, S_FINISHED)

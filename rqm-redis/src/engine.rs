@@ -417,7 +417,7 @@ impl RedisEngine {
             }));
         }
         let pk = self.keys.project(&id);
-        let (vx, vp, ed) = upload.vertex_bytes(true, 0);
+        let (vx, vp, ed) = upload.vertex_bytes(0);
         let nd = upload.node_bytes();
         let node_count = upload.nodes();
         let mut conn = self.conn.clone();
@@ -938,16 +938,18 @@ impl RedisEngine {
                     what: format!("the record of job {} of project {id}", begun.node),
                     reason: "missing".into(),
                 })?;
-            let (tail_text_now, next_node, next_vertex, queues): (
+            let (tail_text_now, next_node, next_vertex, queues, edge_len): (
                 Option<String>,
                 u32,
                 u32,
                 Option<String>,
+                usize,
             ) = redis::pipe()
                 .hget(pk.key("tl"), parent)
                 .hget(pk.key("meta"), "next_node")
                 .hget(pk.key("meta"), "next_vertex")
                 .hget(pk.key("meta"), "queues")
+                .strlen(pk.key("ed"))
                 .query_async(&mut conn)
                 .await?;
             let tail_text_now = tail_text_now.unwrap_or_default();
@@ -1000,16 +1002,11 @@ impl RedisEngine {
             let mut upload = GraphUpload::new(next_vertex, next_node, catalog, queues);
             upload.known_group(parent, parent_path.to_string(), last_child);
             compile_append(&mut upload, parent, tail, nodes.clone(), next_node);
-            let mut edges: Vec<u32> = Vec::new();
-            for (from, to) in upload
+            let edges: Vec<u32> = upload
                 .external_edges()
                 .iter()
-                .copied()
-                .chain(upload.internal_edges())
-            {
-                edges.push(from);
-                edges.push(to);
-            }
+                .flat_map(|&(from, to)| [from, to])
+                .collect();
             let children: HashMap<String, Vec<u32>> = upload
                 .children()
                 .iter()
@@ -1031,6 +1028,8 @@ impl RedisEngine {
                 "next_node": next_node,
                 "next_vertex": next_vertex,
                 "edges": edges,
+                "older_targets": upload.older_targets(),
+                "edge_len": edge_len,
                 "children": children,
                 "tails": tails,
                 "jobs": jobs,
@@ -1038,7 +1037,7 @@ impl RedisEngine {
                 "unlease": done,
                 "profiles": upload.profiles(),
             });
-            let (vx, vp, _) = upload.vertex_bytes(false, 0);
+            let (vx, vp, ed) = upload.vertex_bytes(edge_len);
             let nd = upload.node_bytes();
             let (outcome, more): (String, i64) = self
                 .script(&APPEND, id, upload.queues())
@@ -1049,6 +1048,7 @@ impl RedisEngine {
                 .arg(vx)
                 .arg(vp)
                 .arg(nd)
+                .arg(ed)
                 .invoke_async(&mut conn)
                 .await?;
             match outcome.as_str() {

@@ -29,7 +29,7 @@ pub async fn upload<C: ConnectionLike>(
     keys: &ProjectKeys,
     graph: &GraphUpload<'_>,
 ) -> Result<(), Error> {
-    let (vx, vp, ed) = graph.vertex_bytes(true, 0);
+    let (vx, vp, ed) = graph.vertex_bytes(0);
     for (key, bytes) in [
         (keys.key("vx"), vx),
         (keys.key("ed"), ed),

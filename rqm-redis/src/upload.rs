@@ -79,6 +79,7 @@ pub struct GraphUpload<'c> {
     out: Vec<Vec<u32>>,
     pending: Vec<u32>,
     external: Vec<(u32, u32)>,
+    older_targets: Vec<u32>,
     nodes: Vec<NodeRecord>,
     paths: BTreeMap<u32, String>,
     jobs: Vec<(u32, String)>,
@@ -123,6 +124,7 @@ impl<'c> GraphUpload<'c> {
             out: Vec::new(),
             pending: Vec::new(),
             external: Vec::new(),
+            older_targets: Vec::new(),
             nodes: Vec::new(),
             paths: BTreeMap::new(),
             jobs: Vec::new(),
@@ -190,15 +192,23 @@ impl<'c> GraphUpload<'c> {
         &self.tails
     }
 
-    /// Edges from vertices older than this upload, as `from, to` pairs.
+    /// Edges from vertices older than this upload, as `from, to` pairs:
+    /// the server adds them to vertices that have not fired.
     pub fn external_edges(&self) -> &[(u32, u32)] {
         &self.external
     }
 
+    /// Older vertices that new ones have edges to, once per edge: each
+    /// has one more to wait for. (The edges are in the new records.)
+    pub fn older_targets(&self) -> &[u32] {
+        &self.older_targets
+    }
+
     /// The new vertex records, their pending counts and overflow edge
-    /// blocks: `(vx, vp, ed)`. With `with_edges`, each carries its pending
-    /// count and out-edges (a fresh project); without, they are bare and the
-    /// edges are sent as pairs (an append), as the server applies them.
+    /// blocks: `(vx, vp, ed)`, the blocks at byte `edge_base` of the edge
+    /// string on. Each carries its out-edges and what it waits for among
+    /// the new vertices; edges from older vertices are apart
+    /// ([`GraphUpload::external_edges`]).
     ///
     /// An overflow block is `count, next` (byte offset + 1 of the next
     /// block, or 0) then either `count` targets or, with the count's top bit
@@ -206,22 +216,18 @@ impl<'c> GraphUpload<'c> {
     /// `owner` is the node of the first when they are all jobs of
     /// consecutive nodes on one queue, so that the server releases them
     /// as one run, else `u32::MAX`.
-    pub fn vertex_bytes(&self, with_edges: bool, edge_base: usize) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+    pub fn vertex_bytes(&self, edge_base: usize) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
         let mut vx = Vec::with_capacity(self.meta.len() * VERTEX_BYTES);
         let mut vp = Vec::with_capacity(self.meta.len() * 4);
         let mut ed = Vec::new();
         for (i, targets) in self.out.iter().enumerate() {
-            let (pending, inline0, inline1, head, tail) = if with_edges {
-                let inline = |k: usize| targets.get(k).map_or(0, |t| t + 1);
-                let (head, tail) = if targets.len() > 2 {
-                    self.edge_blocks(&targets[2..], edge_base, &mut ed)
-                } else {
-                    (0, 0)
-                };
-                (self.pending[i], inline(0), inline(1), head, tail)
+            let inline = |k: usize| targets.get(k).map_or(0, |t| t + 1);
+            let (head, tail) = if targets.len() > 2 {
+                self.edge_blocks(&targets[2..], edge_base, &mut ed)
             } else {
-                (0, 0, 0, 0, 0)
+                (0, 0)
             };
+            let (pending, inline0, inline1) = (self.pending[i], inline(0), inline(1));
             vp.extend_from_slice(&pending.to_be_bytes());
             for word in [self.meta[i], inline0, inline1, head, tail] {
                 vx.extend_from_slice(&word.to_be_bytes());
@@ -319,15 +325,6 @@ impl<'c> GraphUpload<'c> {
             .collect()
     }
 
-    /// Edges among the new vertices, as pairs, for an append.
-    pub fn internal_edges(&self) -> Vec<(u32, u32)> {
-        self.out
-            .iter()
-            .enumerate()
-            .flat_map(|(i, ts)| ts.iter().map(move |&t| (i as u32 + self.base_vertex, t)))
-            .collect()
-    }
-
     /// The new node records.
     pub fn node_bytes(&self) -> Vec<u8> {
         let mut nd = Vec::with_capacity(self.nodes.len() * NODE_BYTES);
@@ -391,12 +388,17 @@ impl GraphSink for GraphUpload<'_> {
     }
 
     fn edge(&mut self, from: VertexId, to: VertexId) {
-        if from < self.base_vertex || to < self.base_vertex {
+        if from < self.base_vertex {
+            // Only the server can tell whether an older vertex has fired.
             self.external.push((from, to));
             return;
         }
         self.out[(from - self.base_vertex) as usize].push(to);
-        self.pending[(to - self.base_vertex) as usize] += 1;
+        if to < self.base_vertex {
+            self.older_targets.push(to);
+        } else {
+            self.pending[(to - self.base_vertex) as usize] += 1;
+        }
     }
 
     fn job(&mut self, node: u32, place: Place, vertex: VertexId, spec: JobSpec) {
