@@ -52,22 +52,30 @@ const UPLOAD_EXPIRY: i64 = 3600;
 /// whole project twice.
 const BYTES_PER_PIPELINE: usize = 8 << 20;
 
-/// Pipelines of commands, each of about [`BYTES_PER_PIPELINE`].
+/// A pipeline sent whenever it holds about [`BYTES_PER_PIPELINE`].
 #[derive(Default)]
-struct Batches {
-    pipes: Vec<redis::Pipeline>,
+struct Sender {
+    pipe: redis::Pipeline,
     bytes: usize,
 }
 
-impl Batches {
-    /// The pipeline for a command of about `size` bytes.
-    fn add(&mut self, size: usize) -> &mut redis::Pipeline {
-        if self.pipes.is_empty() || self.bytes + size > BYTES_PER_PIPELINE {
-            self.pipes.push(redis::pipe());
-            self.bytes = 0;
-        }
+impl Sender {
+    /// Counts `size` bytes just added; sends the pipeline once it is full.
+    async fn sent(&mut self, conn: &mut ConnectionManager, size: usize) -> Result<(), Error> {
         self.bytes += size;
-        self.pipes.last_mut().expect("one was pushed")
+        if self.bytes >= BYTES_PER_PIPELINE {
+            self.finish(conn).await?;
+        }
+        Ok(())
+    }
+
+    /// Sends what is left.
+    async fn finish(&mut self, conn: &mut ConnectionManager) -> Result<(), Error> {
+        if self.pipe.cmd_iter().next().is_some() {
+            let () = std::mem::take(&mut self.pipe).query_async(conn).await?;
+        }
+        self.bytes = 0;
+        Ok(())
     }
 }
 
@@ -426,21 +434,24 @@ impl RedisEngine {
         // project opens, its keys expire in an hour, and no worker sees it.
         let mut first = redis::pipe();
         first.atomic();
-        let mut rest = Batches::default();
-        for (key, bytes) in [
+        let mut rest = Sender::default();
+        let strings = [
             (pk.key("vx"), &vx),
             (pk.key("ed"), &ed),
             (pk.key("vp"), &vp),
             (pk.key("nd"), &nd),
-        ] {
-            let mut chunks = bytes.chunks(BYTES_PER_COMMAND);
-            first
-                .append(&key, chunks.next().unwrap_or_default())
-                .ignore();
-            first.expire(&key, UPLOAD_EXPIRY).ignore();
-            for chunk in chunks {
-                rest.add(chunk.len()).append(&key, chunk).ignore();
+        ];
+        for (key, bytes) in &strings {
+            // Created at full length, then written in place: appending
+            // would copy the whole string again at every megabyte.
+            let head = &bytes[..bytes.len().min(BYTES_PER_COMMAND)];
+            first.append(key, head).ignore();
+            if bytes.len() > head.len() {
+                first
+                    .setrange(key, (bytes.len() - 1) as isize, &bytes[bytes.len() - 1..])
+                    .ignore();
             }
+            first.expire(key, UPLOAD_EXPIRY).ignore();
         }
         // The per-field strings start zeroed: one byte written at the end.
         for (name, size) in NODE_FIELDS {
@@ -450,57 +461,56 @@ impl RedisEngine {
                 .ignore();
             first.expire(&key, UPLOAD_EXPIRY).ignore();
         }
-        let mut hashes: Vec<(String, Vec<(String, Vec<u8>)>)> = Vec::new();
-        hashes.push((
-            pk.key("jb"),
-            upload
-                .jobs()
-                .iter()
-                .map(|(n, p)| (n.to_string(), p.clone().into_bytes()))
-                .collect(),
-        ));
         // Each group's list as its first batch (see `children` in project.lua).
-        hashes.push((
-            pk.key("ch"),
-            upload
-                .children()
-                .iter()
-                .flat_map(|(g, kids)| {
-                    [
-                        (format!("{g}#"), b"1".to_vec()),
-                        (
-                            format!("{g}:0"),
-                            kids.iter().flat_map(|k| k.to_be_bytes()).collect(),
-                        ),
-                    ]
-                })
-                .collect(),
-        ));
-        hashes.push((
-            pk.key("pf"),
-            upload
-                .profiles()
-                .iter()
-                .map(|(id, p)| (id.clone(), p.clone().into_bytes()))
-                .collect(),
-        ));
-        hashes.push((
-            pk.key("tl"),
-            upload
-                .tails()
-                .iter()
-                .map(|(g, t)| (g.to_string(), tail_text(t).into_bytes()))
-                .collect(),
-        ));
-        for (key, fields) in &hashes {
-            let mut chunks = fields.chunks(FIELDS_PER_COMMAND);
-            if let Some(chunk) = chunks.next() {
-                first.hset_multiple(key, chunk).ignore();
+        let children: Vec<(String, Vec<u8>)> = upload
+            .children()
+            .iter()
+            .flat_map(|(g, kids)| {
+                [
+                    (format!("{g}#"), b"1".to_vec()),
+                    (
+                        format!("{g}:0"),
+                        kids.iter().flat_map(|k| k.to_be_bytes()).collect(),
+                    ),
+                ]
+            })
+            .collect();
+        let tails: Vec<(u32, String)> = upload
+            .tails()
+            .iter()
+            .map(|(g, t)| (*g, tail_text(t)))
+            .collect();
+        let profiles: Vec<(&String, &String)> = upload.profiles().iter().collect();
+        let (jb, ch, tl, pf) = (pk.key("jb"), pk.key("ch"), pk.key("tl"), pk.key("pf"));
+        let jobs = upload.jobs();
+        let heads = [
+            (&jb, jobs.len()),
+            (&ch, children.len()),
+            (&tl, tails.len()),
+            (&pf, profiles.len()),
+        ];
+        let head = |len: usize| len.min(FIELDS_PER_COMMAND);
+        if !jobs.is_empty() {
+            first.hset_multiple(&jb, &jobs[..head(jobs.len())]).ignore();
+        }
+        if !children.is_empty() {
+            first
+                .hset_multiple(&ch, &children[..head(children.len())])
+                .ignore();
+        }
+        if !tails.is_empty() {
+            first
+                .hset_multiple(&tl, &tails[..head(tails.len())])
+                .ignore();
+        }
+        if !profiles.is_empty() {
+            first
+                .hset_multiple(&pf, &profiles[..head(profiles.len())])
+                .ignore();
+        }
+        for (key, len) in heads {
+            if len > 0 {
                 first.expire(key, UPLOAD_EXPIRY).ignore();
-            }
-            for chunk in chunks {
-                let size = chunk.iter().map(|(k, v)| k.len() + v.len()).sum();
-                rest.add(size).hset_multiple(key, chunk).ignore();
             }
         }
         let queues = upload.queues().join(",");
@@ -519,10 +529,37 @@ impl RedisEngine {
             .ignore();
         first.expire(pk.key("meta"), UPLOAD_EXPIRY).ignore();
         let () = first.query_async(&mut conn).await?;
-        for pipe in rest.pipes {
-            let () = pipe.query_async(&mut conn).await?;
+        // The rest streams in pipelines of about BYTES_PER_PIPELINE, each
+        // sent as it fills, so that no second copy of the project is held.
+        for (key, bytes) in &strings {
+            let mut at = BYTES_PER_COMMAND;
+            while at < bytes.len() {
+                let chunk = &bytes[at..bytes.len().min(at + BYTES_PER_COMMAND)];
+                rest.pipe.setrange(key, at as isize, chunk).ignore();
+                rest.sent(&mut conn, chunk.len()).await?;
+                at += chunk.len();
+            }
         }
-        drop((vx, vp, ed, nd, hashes));
+        for chunk in jobs[head(jobs.len())..].chunks(FIELDS_PER_COMMAND) {
+            rest.pipe.hset_multiple(&jb, chunk).ignore();
+            let size = chunk.iter().map(|(_, p)| p.len() + 8).sum();
+            rest.sent(&mut conn, size).await?;
+        }
+        for chunk in children[head(children.len())..].chunks(FIELDS_PER_COMMAND) {
+            rest.pipe.hset_multiple(&ch, chunk).ignore();
+            let size = chunk.iter().map(|(k, v)| k.len() + v.len()).sum();
+            rest.sent(&mut conn, size).await?;
+        }
+        for chunk in tails[head(tails.len())..].chunks(FIELDS_PER_COMMAND) {
+            rest.pipe.hset_multiple(&tl, chunk).ignore();
+            rest.sent(&mut conn, chunk.len() * 32).await?;
+        }
+        for chunk in profiles[head(profiles.len())..].chunks(FIELDS_PER_COMMAND) {
+            rest.pipe.hset_multiple(&pf, chunk).ignore();
+            rest.sent(&mut conn, chunk.len() * 128).await?;
+        }
+        rest.finish(&mut conn).await?;
+        drop((vx, vp, ed, nd, children, tails));
         let more: i64 = self
             .script(&OPEN, &id, upload.queues())
             .arg(upload.ready_vertices())

@@ -48,6 +48,10 @@ enum Scenario {
     Embedded,
     /// Every scenario, then a table.
     All,
+    /// (Internal) one submit of `--jobs` nodes in a process of its own, so
+    /// that its peak memory is its own.
+    #[value(hide = true)]
+    SubmitChild,
 }
 
 #[derive(Clone, Debug, Parser)]
@@ -489,11 +493,20 @@ async fn run_on(engine: &RedisEngine, json: &[u8]) -> Fallible<(Duration, Report
     Ok((elapsed, report))
 }
 
+/// `{"jobs": [simpleTask(0), ...]}`, written as text (a JSON value tree of
+/// a million jobs would dwarf what is measured).
 fn fanout_json(n: usize) -> Vec<u8> {
-    let jobs: Vec<Value> = (0..n)
-        .map(|i| json!({"func": "simpleTask", "args": i}))
-        .collect();
-    serde_json::to_vec(&json!({"jobs": jobs})).expect("JSON")
+    use std::io::Write;
+    let mut out = Vec::with_capacity(16 + 40 * n);
+    out.extend_from_slice(b"{\"jobs\": [");
+    for i in 0..n {
+        if i > 0 {
+            out.push(b',');
+        }
+        write!(out, r#"{{"func": "simpleTask", "args": {i}}}"#).expect("a Vec takes writes");
+    }
+    out.extend_from_slice(b"]}");
+    out
 }
 
 fn fanout_result(n: usize) -> Value {
@@ -574,7 +587,7 @@ fn hops(report: &Report, n: usize) -> Fallible<(f64, f64)> {
     Ok((at(0.5), at(0.99)))
 }
 
-/// Peak resident memory growth of this process while `f` runs, bytes.
+/// A memory figure of this process from /proc (VmRSS, VmHWM), bytes.
 fn rss_field(name: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -586,9 +599,23 @@ fn rss_field(name: &str) -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
-fn reset_peak_rss() {
-    // Linux: writing 5 resets the peak (VmHWM) to the current size.
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
+/// The submit-child scenario: one submit, timed, with this process's
+/// peak memory before (the JSON built) and after.
+async fn submit_child(args: &Args) -> Fallible<()> {
+    let url = args.redis.clone().ok_or("submit-child needs --redis")?;
+    let n = args.jobs;
+    let json = fanout_json(n.saturating_sub(1));
+    let idle = engine(&url, QUIET_PREFIX).await?;
+    let peak_json = rss_field("VmHWM:");
+    let start = Instant::now();
+    idle.submit_json(&json).await?;
+    let seconds = start.elapsed().as_secs_f64();
+    let peak_end = rss_field("VmHWM:");
+    println!(
+        "{}",
+        json!({"seconds": seconds, "json_bytes": json.len(), "peak_rss_with_json_bytes": peak_json, "peak_rss_after_submit_bytes": peak_end})
+    );
+    Ok(())
 }
 
 struct Out {
@@ -811,20 +838,28 @@ async fn tree(bench: &mut Bench, args: &Args, out: &mut Out) -> Fallible<()> {
 }
 
 async fn submit(bench: &mut Bench, args: &Args, out: &mut Out) -> Fallible<()> {
-    // Under a prefix no worker serves: only the submit is measured.
-    let idle = engine(&bench.url, QUIET_PREFIX).await?;
+    // Under a prefix no worker serves (see submit_child): only the submit
+    // is measured.
     for &n in &args.submit_sizes {
-        // n nodes: the root group and n - 1 jobs.
-        let json = fanout_json(n.saturating_sub(1));
-        let rss_before = rss_field("VmRSS:");
-        reset_peak_rss();
-        let ((seconds, _id), stats) = measured(bench, async |_| {
-            let start = Instant::now();
-            let id = idle.submit_json(&json).await?;
-            Ok((start.elapsed().as_secs_f64(), id))
+        // In a process of its own, whose peak memory is the submit's.
+        let ((child, json_bytes), stats) = measured(bench, async |b| {
+            let output = Command::new(std::env::current_exe()?)
+                .args(["submit-child", "--redis", &b.url, "--jobs"])
+                .arg(n.to_string())
+                .stderr(Stdio::inherit())
+                .output()?;
+            if !output.status.success() {
+                return Err(format!("the submitting process failed ({})", output.status).into());
+            }
+            let line: Value = serde_json::from_slice(&output.stdout)?;
+            let bytes = line["json_bytes"].as_u64().unwrap_or(0);
+            Ok((line, bytes))
         })
         .await?;
-        let growth = rss_field("VmHWM:").saturating_sub(rss_before);
+        let seconds = child["seconds"].as_f64().unwrap_or(f64::NAN);
+        let peak_json = child["peak_rss_with_json_bytes"].as_u64().unwrap_or(0);
+        let peak_end = child["peak_rss_after_submit_bytes"].as_u64().unwrap_or(0);
+        let growth = peak_end.saturating_sub(peak_json);
         let target = if n <= 100_000 { 0.5 } else { 5.0 };
         let figure = if n <= 100_000 {
             "seconds_100k"
@@ -843,14 +878,16 @@ async fn submit(bench: &mut Bench, args: &Args, out: &mut Out) -> Fallible<()> {
         ]);
         let line = merge(
             common(args),
-            json!({"scenario": "submit", "nodes": n, "json_bytes": json.len(), "seconds": seconds, "submitter_peak_rss_growth_bytes": growth, "redis": stats.json(n), "targets": targets}),
+            json!({"scenario": "submit", "nodes": n, "json_bytes": json_bytes, "seconds": seconds, "submitter_peak_rss_with_json_bytes": peak_json, "submitter_peak_rss_after_submit_bytes": peak_end, "submit_peak_growth_bytes_per_node": growth as f64 / n as f64, "redis": stats.json(n), "targets": targets}),
         );
         out.emit(
             line,
             format!(
-                "submit: {n} nodes ({:.1} MB of JSON) in {seconds:.3} s; the submitter grew by {:.1} MB at its peak; slowest Redis call {} us",
-                json.len() as f64 / 1e6,
-                growth as f64 / 1e6,
+                "submit: {n} nodes ({:.1} MB of JSON) in {seconds:.3} s; the submitting process peaked at {:.0} MB ({:.0} MB with the JSON read, so {:.0} B/node for the submit); slowest Redis call {} us",
+                json_bytes as f64 / 1e6,
+                peak_end as f64 / 1e6,
+                peak_json as f64 / 1e6,
+                growth as f64 / n as f64,
                 stats.slowest_us
             ),
         );
@@ -972,6 +1009,10 @@ async fn main_async(args: Args) -> Fallible<bool> {
         lines: Vec::new(),
         targets: Vec::new(),
     };
+    if args.scenario == Scenario::SubmitChild {
+        submit_child(&args).await?;
+        return Ok(true);
+    }
     let redis_needed = args.scenario != Scenario::Embedded;
     let mut bench = if redis_needed {
         Some(Bench::start(&args).await?)
