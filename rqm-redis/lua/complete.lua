@@ -1,14 +1,19 @@
 -- Applies attempts' outcomes for one project, each fenced by its attempt:
 -- a report for any other attempt changes nothing and is returned.
--- ARGV[2]: K, then K lease entries' nodes (`n` or `first-last`) whose
--- attempts have all been reported, then five per outcome: node, attempt,
--- kind, data, extra, where kind is `ok` (data: the result), `allow` (an
--- allowed failure; data: the error), `retry` (data: the error; extra: when,
--- ms) or `fail` (data: the error; extra: the job's path).
--- Returns {stale nodes, 1 if a release is left for later calls else 0}.
-local K = tonumber(ARGV[2])
-for i = 3, 2 + K do unleased[#unleased + 1] = ID .. ':' .. ARGV[i] end
-local FIRST = 3 + K
+-- ARGV[2..4]: the hand-off (see project.lua): how many jobs made ready the
+-- caller begins now, their lease in ms, and the caller's queues
+-- (comma-separated). ARGV[5]: K, then K lease entries' nodes (`n` or
+-- `first-last`) whose attempts have all been reported, then five per
+-- outcome: node, attempt, kind, data, extra, where kind is `ok` (data: the
+-- result), `allow` (an allowed failure; data: the error), `retry` (data:
+-- the error; extra: when, ms) or `fail` (data: the error; extra: the job's
+-- path).
+-- Returns {stale nodes, 1 if a release is left for later calls else 0,
+-- the jobs handed off as begin.lua returns them, their payloads}.
+handoff(tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4])
+local K = tonumber(ARGV[5])
+for i = 6, 5 + K do unleased[#unleased + 1] = ID .. ':' .. ARGV[i] end
+local FIRST = 6 + K
 local stale, fired, delayed = {}, {}, {}
 
 -- The reported nodes are mostly neighbours: their states, attempts and
@@ -19,7 +24,8 @@ for i = FIRST, #ARGV, 5 do
   if not lo or n < lo then lo = n end
   if not hi or n > hi then hi = n end
 end
-local window = lo ~= nil and hi - lo < 4096
+-- (For a few outcomes, the cached blocks do with fewer reads.)
+local window = lo ~= nil and hi - lo < 4096 and #ARGV - FIRST + 1 >= 5 * 8
 local sraw, araw, ndraw
 if window then
   sraw = crange(S, lo, hi)
@@ -134,5 +140,6 @@ if #delayed > 0 then
   redis.call('ZADD', DELAYED, unpack(delayed))
   redis.call('PUBLISH', DELAYED, ID)
 end
+local rows, payloads = handed_rows()
 local more = flush()
-return {stale, more and 1 or 0}
+return {stale, more and 1 or 0, rows, payloads}

@@ -97,10 +97,54 @@ local function push(q, item)
 end
 
 local H = {}
+-- Hand-off: a caller that reports outcomes may begin, there and then, up
+-- to HANDOFF of the jobs they make ready on its queues (a chain's next
+-- job), instead of their going through a queue: `handoff` sets it up.
+local HANDOFF, HANDOFF_QUEUES, LEASE_MS = 0, {}, 0
+local handed, handed_previous, handed_payloads, new_leases = {}, {}, {}, {}
+
+local function handoff(want, lease_ms, queue_names)
+  HANDOFF, LEASE_MS = want, lease_ms
+  if want <= 0 or not meta[4] then return end
+  local accepted = {}
+  for name in string.gmatch(queue_names, '[^,]+') do accepted[name] = true end
+  local i = 0
+  for name in string.gmatch(meta[4], '[^,]+') do
+    if accepted[name] then HANDOFF_QUEUES[i] = true end
+    i = i + 1
+  end
+end
+
+local function begin_now(n, payload)
+  handed_payloads[#handed_payloads + 1] = payload
+  local attempt = cget(A, n) + 1
+  cset(S, n, S_RUNNING)
+  cset(A, n, attempt)
+  if cget(TS, n) == 0 then cset(TS, n, REL) end
+  handed[#handed + 1] = n
+  handed[#handed + 1] = attempt
+  handed[#handed + 1] = false
+  if bit.band(nflags(n), 4) ~= 0 then handed_previous[#handed_previous + 1] = {#handed, nextra(n)} end
+  new_leases[#new_leases + 1] = NOW + LEASE_MS
+  new_leases[#new_leases + 1] = ID .. ':' .. n
+  event('started', n, attempt)
+end
+
 function H.job(n)
   if not RUNNING then return end
+  local q = nqueue(n)
+  if HANDOFF > 0 and HANDOFF_QUEUES[q] then
+    -- A payload that does not read (a tampered key) leaves the job to the
+    -- queue, whose taker reports the project corrupt.
+    local payload = redis.pcall('HGET', JB, n)
+    if type(payload) == 'string' then
+      HANDOFF = HANDOFF - 1
+      begin_now(n, payload)
+      return
+    end
+  end
   cset(S, n, S_READY)
-  push(nqueue(n), n)
+  push(q, n)
 end
 function H.run(first, last, queue)
   if not RUNNING then return end
@@ -227,6 +271,29 @@ local function entries(list)
   return out
 end
 
+-- The jobs handed off, as begin.lua returns them, and their payloads.
+local function handed_rows()
+  if #handed == 0 then return {}, {} end
+  local fields, at = {}, {}
+  for _, p in ipairs(handed_previous) do
+    local previous = p[2]
+    if bit.band(nflags(previous), 1) ~= 0 then
+      handed[p[1]] = 'g:' .. previous
+    else
+      local pending = results[tostring(previous)] or results[previous]
+      if pending then
+        handed[p[1]] = pending
+      else
+        fields[#fields + 1] = previous
+        at[#at + 1] = p[1]
+      end
+    end
+  end
+  local values = hmget(RS, fields)
+  for k, pos in ipairs(at) do handed[pos] = values[k] or 'null' end
+  return handed, handed_payloads
+end
+
 -- Writes everything noted: records, results, errors, leases let go, jobs
 -- pushed to their queues (and a publish per queue), the events, the
 -- backlog; at the end of the project, the expiry of its keys. Returns
@@ -240,6 +307,10 @@ local function flush()
   hset_many(RS, results)
   hset_many(ER, errors)
   in_calls('ZREM', LEASES, unleased)
+  if #new_leases > 0 then
+    redis.call('ZADD', LEASES, unpack(new_leases))
+    new_leases = {}
+  end
   for q, list in pairs(pushes) do
     local key = KEYS[FIRST_QUEUE + q]
     in_calls('RPUSH', key, entries(list))

@@ -142,6 +142,18 @@ pub struct Begun {
     pub lease: String,
 }
 
+/// What a worker that reports outcomes can begin at once (see
+/// [`RedisEngine::complete_and_begin`]).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Handoff<'a> {
+    /// Most jobs to begin.
+    pub want: usize,
+    /// Their lease.
+    pub lease: Duration,
+    /// The worker's queues.
+    pub queues: &'a [String],
+}
+
 /// Jobs taken from a queue under one lease: a node of a project, or a run
 /// of its nodes.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -595,46 +607,56 @@ impl RedisEngine {
             .zip(payloads)
             .collect();
         for (node, attempt, input) in rows {
-            let payload = payloads
-                .get(&node)
-                .cloned()
-                .flatten()
-                .ok_or_else(|| Error::Corrupt {
-                    what: format!("job {node} of project {id}"),
-                    reason: "its payload is missing".into(),
-                })?;
-            let job = self.job_payload(id, node, &payload).await?;
-            let input = match input {
-                Some(text) => match text.strip_prefix("g:") {
-                    Some(group) => {
-                        let group: u32 = group.parse().map_err(|_| Error::Corrupt {
-                            what: format!("the input of job {node} of project {id}"),
-                            reason: format!("{text:?}"),
-                        })?;
-                        Some(self.group_result(id, group).await?)
-                    }
-                    None => Some(serde_json::from_str(&text).map_err(|e| Error::Corrupt {
-                        what: format!("the input of job {node} of project {id}"),
-                        reason: e.to_string(),
-                    })?),
-                },
-                None => None,
-            };
             let lease = entries
                 .iter()
                 .find(|e| (e.first..=e.last).contains(&node))
                 .map(|e| e.entry.clone())
                 .unwrap_or_default();
-            begun.push(Begun {
-                project: id.to_owned(),
-                node,
-                attempt,
-                job,
-                input,
-                lease,
-            });
+            let payload = payloads.get(&node).cloned().flatten();
+            begun.push(self.begun(id, node, attempt, input, payload, lease).await?);
         }
         Ok(begun)
+    }
+
+    /// An attempt begun, from its script row and the job's payload.
+    async fn begun(
+        &self,
+        id: &str,
+        node: u32,
+        attempt: u32,
+        input: Option<String>,
+        payload: Option<String>,
+        lease: String,
+    ) -> Result<Begun, Error> {
+        let payload = payload.ok_or_else(|| Error::Corrupt {
+            what: format!("job {node} of project {id}"),
+            reason: "its payload is missing".into(),
+        })?;
+        let job = self.job_payload(id, node, &payload).await?;
+        let input = match input {
+            Some(text) => match text.strip_prefix("g:") {
+                Some(group) => {
+                    let group: u32 = group.parse().map_err(|_| Error::Corrupt {
+                        what: format!("the input of job {node} of project {id}"),
+                        reason: format!("{text:?}"),
+                    })?;
+                    Some(self.group_result(id, group).await?)
+                }
+                None => Some(serde_json::from_str(&text).map_err(|e| Error::Corrupt {
+                    what: format!("the input of job {node} of project {id}"),
+                    reason: e.to_string(),
+                })?),
+            },
+            None => None,
+        };
+        Ok(Begun {
+            project: id.to_owned(),
+            node,
+            attempt,
+            job,
+            input,
+            lease,
+        })
     }
 
     /// A stored payload with its profile, which is read once per project
@@ -883,8 +905,31 @@ impl RedisEngine {
         done: &[String],
         outcomes: &[(u32, u32, Completion, String)],
     ) -> Result<Vec<u32>, Error> {
-        let (stale, more): (Vec<u32>, i64) = self
+        let (stale, _) = self
+            .complete_and_begin(id, done, outcomes, Handoff::default())
+            .await?;
+        Ok(stale)
+    }
+
+    /// [`RedisEngine::complete`], and begins, there and then, up to
+    /// `handoff.want` of the jobs the outcomes make ready on the caller's
+    /// queues, leased to it: a chain's next job starts without a trip
+    /// through its queue. Returns the stale nodes and the attempts begun.
+    pub async fn complete_and_begin(
+        &self,
+        id: &str,
+        done: &[String],
+        outcomes: &[(u32, u32, Completion, String)],
+        handoff: Handoff<'_>,
+    ) -> Result<(Vec<u32>, Vec<Begun>), Error> {
+        let queues = handoff.queues.join(",");
+        type Reply = (Vec<u32>, i64, Vec<redis::Value>, Vec<Option<String>>);
+        let (stale, more, rows, payloads): Reply = self
             .run_project(&COMPLETE, id, |invocation| {
+                invocation
+                    .arg(handoff.want)
+                    .arg(handoff.lease.as_millis() as u64)
+                    .arg(&queues);
                 invocation.arg(done.len()).arg(done);
                 for (node, attempt, completion, path) in outcomes {
                     invocation.arg(node).arg(attempt);
@@ -900,10 +945,16 @@ impl RedisEngine {
                 }
             })
             .await?;
+        let rows = begin_reply(id, &rows)?;
+        let mut begun = Vec::with_capacity(rows.len());
+        for ((node, attempt, input), payload) in rows.into_iter().zip(payloads) {
+            let lease = format!("{id}:{node}");
+            begun.push(self.begun(id, node, attempt, input, payload, lease).await?);
+        }
         if more == 1 {
             self.release(id).await?;
         }
-        Ok(stale)
+        Ok((stale, begun))
     }
 
     /// The set of projects with a release left for later calls, scored by
@@ -1302,13 +1353,20 @@ impl RedisEngine {
             .arg(pk.key("meta"))
             .query_async(&mut conn)
             .await
-            .map_err(|e| Error::Corrupt {
-                what: format!("the meta key of project {id}"),
-                reason: e.to_string(),
+            .map_err(|e| {
+                let e = Error::from(e);
+                if e.is_transient() {
+                    return e;
+                }
+                Error::Corrupt {
+                    what: format!("the meta key of project {id}"),
+                    reason: e.to_string(),
+                }
             })?;
         // A part that does not read (a key tampered with) is left out, so
         // that the status still says what it can.
-        let (nd, ns, na, nts, ntf): (Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>) = redis::pipe()
+        type Strings = (Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>);
+        let (nd, ns, na, nts, ntf): Strings = redis::pipe()
             .get(pk.key("nd"))
             .get(pk.key("ns"))
             .get(pk.key("na"))
@@ -1316,14 +1374,20 @@ impl RedisEngine {
             .get(pk.key("ntf"))
             .query_async(&mut conn)
             .await
-            .unwrap_or_default();
-        let jobs = hash_all(&mut conn, &pk.key("jb")).await.unwrap_or_default();
-        let errors = hash_all(&mut conn, &pk.key("er")).await.unwrap_or_default();
+            .map_err(Error::from)
+            .or_else(tolerated)?;
+        let jobs = hash_all(&mut conn, &pk.key("jb"))
+            .await
+            .or_else(tolerated)?;
+        let errors = hash_all(&mut conn, &pk.key("er"))
+            .await
+            .or_else(tolerated)?;
         let profiles: HashMap<String, Profile> = redis::cmd("HGETALL")
             .arg(pk.key("pf"))
             .query_async::<HashMap<String, String>>(&mut conn)
             .await
-            .unwrap_or_default()
+            .map_err(Error::from)
+            .or_else(tolerated)?
             .into_iter()
             .filter_map(|(k, v)| Some((k, serde_json::from_str(&v).ok()?)))
             .collect();
@@ -1524,7 +1588,7 @@ fn begin_reply(id: &str, flat: &[redis::Value]) -> Result<Vec<(u32, u32, Option<
         what: format!("the begin reply of project {id}"),
         reason,
     };
-    if flat.len() % 3 != 0 {
+    if !flat.len().is_multiple_of(3) {
         return Err(bad(format!("{} values, not threes", flat.len())));
     }
     flat.chunks(3)
@@ -1548,10 +1612,10 @@ fn assemble(id: &str, nd: &[u8], results: &HashMap<u32, String>) -> Result<Value
     for (n, rec) in nd.chunks_exact(NODE_BYTES).enumerate() {
         let word = |at: usize| u32::from_be_bytes(rec[at..at + 4].try_into().expect("4 bytes"));
         group[n] = rec[12] & 1 != 0;
-        if n > 0 {
-            if let Some(list) = kids.get_mut(word(0) as usize) {
-                list.push((word(4), n as u32));
-            }
+        if n > 0
+            && let Some(list) = kids.get_mut(word(0) as usize)
+        {
+            list.push((word(4), n as u32));
         }
     }
     // A node's id is above its parent's: build from the last node up.
@@ -1600,5 +1664,16 @@ async fn hash_all(conn: &mut ConnectionManager, key: &str) -> Result<HashMap<u32
             return Ok(out);
         }
         cursor = next;
+    }
+}
+
+/// A part of a status that does not read: left out when the key is not as
+/// rqm wrote it (tampered with), so that the status says what it can; a
+/// connection that failed is an error, to try again.
+fn tolerated<T: Default>(e: Error) -> Result<T, Error> {
+    if e.is_transient() {
+        Err(e)
+    } else {
+        Ok(T::default())
     }
 }

@@ -20,7 +20,7 @@ pub mod testing;
 mod upload;
 
 pub use config::{Config, check_server};
-pub use engine::{Begun, Completion, JobPayload, Listed, RedisEngine, Taken};
+pub use engine::{Begun, Completion, Handoff, JobPayload, Listed, RedisEngine, Taken};
 pub use error::Error;
 #[cfg(feature = "testing")]
 pub use graph::{Fired, fire, upload};

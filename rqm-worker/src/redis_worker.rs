@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use rqm_core::{Cancellation, Failure, JobResult, Path, Registry};
-use rqm_redis::{Begun, Completion, RedisEngine, Taken};
+use rqm_redis::{Begun, Completion, Handoff, RedisEngine, Taken};
 use tokio::sync::{Semaphore, mpsc};
 
 use crate::exec;
@@ -66,6 +66,52 @@ fn reported(leases: &Leases, begun: &Begun) -> Option<String> {
     Some(range)
 }
 
+/// Hand-offs asked for per report: the jobs a report makes ready on this
+/// worker's queues that it begins at once (a chain's next job).
+const HANDOFF: usize = 16;
+
+/// What starting an attempt needs, for the fetch loop and the reporter.
+#[derive(Clone)]
+struct Launch {
+    engine: RedisEngine,
+    registry: &'static Registry,
+    running: Running,
+    permits: Arc<Semaphore>,
+    leases: Leases,
+    /// Where outcomes go; weak, so that the reporter ends once the fetch
+    /// loop has stopped and every attempt has reported.
+    done: mpsc::WeakUnboundedSender<(Begun, JobResult)>,
+    queues: Vec<String>,
+    lease: Duration,
+}
+
+impl Launch {
+    /// Runs `begun` holding `permit`; its outcome goes to `done`.
+    fn start(
+        &self,
+        begun: Begun,
+        permit: tokio::sync::OwnedSemaphorePermit,
+        done: mpsc::UnboundedSender<(Begun, JobResult)>,
+    ) {
+        let cancel = Cancellation::new();
+        self.running
+            .lock()
+            .expect("never poisoned")
+            .insert((begun.project.clone(), begun.node), cancel.clone());
+        let (running, engine, registry) =
+            (self.running.clone(), self.engine.clone(), self.registry);
+        tokio::spawn(async move {
+            let outcome = execute(&engine, registry, &begun, cancel).await;
+            running
+                .lock()
+                .expect("never poisoned")
+                .remove(&(begun.project.clone(), begun.node));
+            drop(permit);
+            let _ = done.send((begun, outcome));
+        });
+    }
+}
+
 /// Runs a worker until `shutdown` completes; then stops taking jobs, lets
 /// running ones finish within the grace period, and hands back the leases of
 /// those that do not.
@@ -79,12 +125,17 @@ pub async fn run(
     let running: Running = Arc::default();
     let leases: Leases = Arc::default();
     let (done_tx, done_rx) = mpsc::unbounded_channel::<(Begun, JobResult)>();
-    let reporter = tokio::spawn(report(
-        engine.clone(),
-        done_rx,
-        config.batch,
-        leases.clone(),
-    ));
+    let launch = Launch {
+        engine: engine.clone(),
+        registry,
+        running: running.clone(),
+        permits: permits.clone(),
+        leases: leases.clone(),
+        done: done_tx.downgrade(),
+        queues: config.queues.clone(),
+        lease: config.lease,
+    };
+    let reporter = tokio::spawn(report(launch.clone(), done_rx, config.batch));
     let keeper = tokio::spawn(keep(
         engine.clone(),
         running.clone(),
@@ -100,15 +151,23 @@ pub async fn run(
     let mut outage = Outage::default();
     tokio::pin!(shutdown);
     loop {
-        let free = permits.available_permits();
-        if free == 0 {
+        // The permits of the jobs taken are held from before the take: the
+        // reporter takes some too, for the jobs its reports begin.
+        let mut reserved = Vec::new();
+        while reserved.len() < config.batch.max(1) {
+            match permits.clone().try_acquire_owned() {
+                Ok(permit) => reserved.push(permit),
+                Err(_) => break,
+            }
+        }
+        if reserved.is_empty() {
             tokio::select! {
                 () = &mut shutdown => break,
                 permit = permits.clone().acquire_owned() => drop(permit),
             }
             continue;
         }
-        let taken = match take(&engine, &config, free).await {
+        let taken = match take(&engine, &config, reserved.len()).await {
             Ok(taken) => {
                 outage.over();
                 taken
@@ -122,6 +181,8 @@ pub async fn run(
             }
         };
         if taken.is_empty() {
+            // Idle, it holds no permits: reports may begin jobs meanwhile.
+            drop(reserved);
             let woken = match wake.as_mut() {
                 Some(stream) => tokio::select! {
                     () = &mut shutdown => break,
@@ -177,25 +238,10 @@ pub async fn run(
                 }
             }
             for begun in begun {
-                let permit = permits
-                    .clone()
-                    .try_acquire_owned()
-                    .expect("no more jobs were taken than permits were free");
-                let cancel = Cancellation::new();
-                running
-                    .lock()
-                    .expect("never poisoned")
-                    .insert((begun.project.clone(), begun.node), cancel.clone());
-                let (done, running, engine) = (done_tx.clone(), running.clone(), engine.clone());
-                tokio::spawn(async move {
-                    let outcome = execute(&engine, registry, &begun, cancel).await;
-                    running
-                        .lock()
-                        .expect("never poisoned")
-                        .remove(&(begun.project.clone(), begun.node));
-                    drop(permit);
-                    let _ = done.send((begun, outcome));
-                });
+                let permit = reserved
+                    .pop()
+                    .expect("no more jobs were taken than permits were reserved");
+                launch.start(begun, permit, done_tx.clone());
             }
         }
     }
@@ -375,11 +421,11 @@ fn failure(begun: &Begun, failure: Failure) -> Completion {
 /// Reports outcomes in batches, one round trip per project per batch; an
 /// outcome with appended nodes goes alone, as it must be compiled.
 async fn report(
-    engine: RedisEngine,
+    launch: Launch,
     mut done: mpsc::UnboundedReceiver<(Begun, JobResult)>,
     batch: usize,
-    leases: Leases,
 ) {
+    let (engine, leases) = (launch.engine.clone(), launch.leases.clone());
     while let Some(first) = done.recv().await {
         let mut outcomes = vec![first];
         while outcomes.len() < batch {
@@ -429,13 +475,46 @@ async fn report(
         for (id, (done, mut outcomes)) in by_project {
             // In node order, so that runs of neighbours are applied as runs.
             outcomes.sort_by_key(|o| o.0);
+            // Permits for the jobs this report may begin at once, while the
+            // fetch loop runs (a weak sender that upgrades says it does).
+            let sender = launch.done.upgrade();
+            let mut permits = Vec::new();
+            if sender.is_some() {
+                while permits.len() < HANDOFF {
+                    match launch.permits.clone().try_acquire_owned() {
+                        Ok(permit) => permits.push(permit),
+                        Err(_) => break,
+                    }
+                }
+            }
+            let handoff = Handoff {
+                want: permits.len(),
+                lease: launch.lease,
+                queues: &launch.queues,
+            };
             // A report applies once, fenced by its attempt, so it can be sent
             // again through an outage; past the lease another worker reruns.
-            match persist(|| engine.complete(&id, &done, &outcomes)).await {
-                Ok(stale) if !stale.is_empty() => {
-                    tracing::info!(project = %id, nodes = ?stale, "reports for attempts no longer current were ignored");
+            match persist(|| engine.complete_and_begin(&id, &done, &outcomes, handoff)).await {
+                Ok((stale, begun)) => {
+                    if !stale.is_empty() {
+                        tracing::info!(project = %id, nodes = ?stale, "reports for attempts no longer current were ignored");
+                    }
+                    if sender.is_some() {
+                        let mut held = leases.lock().expect("never poisoned");
+                        for b in &begun {
+                            held.insert(b.lease.clone(), (b.node.to_string(), 1));
+                        }
+                    }
+                    for b in begun {
+                        match (permits.pop(), &sender) {
+                            (Some(permit), Some(sender)) => launch.start(b, permit, sender.clone()),
+                            // Cannot happen: no more are begun than asked.
+                            _ => {
+                                tracing::error!(project = %id, node = b.node, "a job was handed off beyond the permits held")
+                            }
+                        }
+                    }
                 }
-                Ok(_) => {}
                 Err(e) if e.is_transient() => {
                     tracing::error!(project = %id, error = %e, "cannot report completions");
                 }

@@ -392,7 +392,7 @@ impl Bench {
             .query_async::<redis::Value>(&mut self.admin)
             .await
             .map(|v| slowlog_entries(&v))?;
-        log.sort_by(|a, b| b.0.cmp(&a.0));
+        log.sort_by_key(|e| std::cmp::Reverse(e.0));
         for (us, _) in &log {
             stats.slowest_us = stats.slowest_us.max(*us);
             if *us > 10_000 {
