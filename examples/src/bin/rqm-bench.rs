@@ -287,11 +287,16 @@ impl Bench {
         }
     }
 
-    /// Deletes what earlier runs left under the bench's prefixes.
+    /// Deletes what earlier runs left under the bench's prefixes, and waits
+    /// until Redis has freed it in the background (which would blur the
+    /// next figures).
     async fn clear(&mut self) -> Fallible<()> {
         if self.owns_server {
-            let () = redis::cmd("FLUSHALL").query_async(&mut self.admin).await?;
-            return Ok(());
+            let () = redis::cmd("FLUSHALL")
+                .arg("ASYNC")
+                .query_async(&mut self.admin)
+                .await?;
+            return self.freed().await;
         }
         for prefix in [PREFIX, QUIET_PREFIX] {
             let mut cursor = 0u64;
@@ -316,7 +321,7 @@ impl Bench {
                 cursor = next;
             }
         }
-        Ok(())
+        self.freed().await
     }
 
     async fn used_memory(&mut self) -> Fallible<u64> {
@@ -915,9 +920,28 @@ impl Bench {
                     .await?;
             }
             if next == 0 {
-                return Ok(());
+                return self.freed().await;
             }
             cursor = next;
+        }
+    }
+
+    /// Waits until Redis has freed what was unlinked.
+    async fn freed(&mut self) -> Fallible<()> {
+        loop {
+            let info: String = redis::cmd("INFO")
+                .arg("memory")
+                .query_async(&mut self.admin)
+                .await?;
+            let pending = info
+                .lines()
+                .find_map(|l| l.strip_prefix("lazyfree_pending_objects:"))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .unwrap_or(0);
+            if pending == 0 {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 }
