@@ -52,6 +52,16 @@ const UPLOAD_EXPIRY: i64 = 3600;
 /// whole project twice.
 const BYTES_PER_PIPELINE: usize = 8 << 20;
 
+/// Where a submit stops (tests stop it early, as a submitter that dies).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Step {
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))]
+    Upload,
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))]
+    Open,
+    Release,
+}
+
 /// A pipeline sent whenever it holds about [`BYTES_PER_PIPELINE`].
 #[derive(Default)]
 struct Sender {
@@ -423,6 +433,24 @@ impl RedisEngine {
     /// Checks `project` and stores it; workers see it only once all of it
     /// is stored. A rejected project stores nothing. Returns its id.
     pub async fn submit(&self, project: Project) -> Result<String, Error> {
+        self.submit_with(project, Step::Release).await
+    }
+
+    /// Stores `project` and stops before it opens, as a submitter that died
+    /// mid-upload would: for tests of what such a project leaves.
+    #[cfg(feature = "testing")]
+    pub async fn upload_only(&self, project: Project) -> Result<String, Error> {
+        self.submit_with(project, Step::Upload).await
+    }
+
+    /// Submits `project` and leaves a wide first release to the workers'
+    /// keepers, as a submitter that died after opening it would: for tests.
+    #[cfg(feature = "testing")]
+    pub async fn submit_leaving_release(&self, project: Project) -> Result<String, Error> {
+        self.submit_with(project, Step::Open).await
+    }
+
+    async fn submit_with(&self, project: Project, last: Step) -> Result<String, Error> {
         validate(&project, &self.limits, self.catalog().map(|c| c as _))?;
         let id = new_id();
         let mut upload = GraphUpload::new(0, 0, self.catalog(), Vec::new());
@@ -572,12 +600,15 @@ impl RedisEngine {
         }
         rest.finish(&mut conn).await?;
         drop((vx, vp, ed, nd, children, tails));
+        if last == Step::Upload {
+            return Ok(id);
+        }
         let more: i64 = self
             .script(&OPEN, &id, upload.queues())
             .arg(upload.ready_vertices())
             .invoke_async(&mut conn)
             .await?;
-        if more == 1 {
+        if more == 1 && last == Step::Release {
             self.release(&id).await?;
         }
         Ok(id)

@@ -1,0 +1,157 @@
+//! Wide releases on Redis go on in short calls, and a submitter that dies
+//! leaves nothing that lasts or stalls.
+
+use std::time::Duration;
+
+use rqm_core::{Limits, Node, Project};
+use rqm_redis::testing::RedisServer;
+use rqm_redis::{Config, RedisEngine, Taken, redis};
+use serde_json::{Value, json};
+
+mod common;
+
+const WIDE: usize = 60_000;
+
+fn config(server: &RedisServer) -> Config {
+    Config {
+        url: server.url(),
+        ..Config::default()
+    }
+}
+
+async fn client(server: &RedisServer) -> RedisEngine {
+    examples::library::link();
+    let registry = rqm_core::Registry::global().unwrap();
+    RedisEngine::connect(config(server), Limits::default(), Some(registry))
+        .await
+        .unwrap()
+}
+
+fn jobs(n: usize) -> Vec<Node> {
+    (0..n).map(|i| Node::call("simpleTask", json!(i))).collect()
+}
+
+fn doubled(n: usize) -> Vec<Value> {
+    (0..n).map(|i| json!(2 * i)).collect()
+}
+
+/// Jobs waiting on `queue`, counting each run of nodes in an entry.
+async fn queued(conn: &mut redis::aio::MultiplexedConnection, queue: &str) -> usize {
+    let entries: Vec<String> = redis::cmd("LRANGE")
+        .arg(queue)
+        .arg(0)
+        .arg(-1)
+        .query_async(conn)
+        .await
+        .unwrap();
+    entries
+        .iter()
+        .filter_map(|e| Taken::parse(e))
+        .map(|t| t.len())
+        .sum()
+}
+
+fn sha_of(name: &str) -> String {
+    rqm_redis::script_names()
+        .into_iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, sha)| sha)
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wide_barrier_is_released_over_several_calls() {
+    let server = RedisServer::start();
+    let engine = common::engine_with_worker(config(&server), Limits::default()).await;
+    let mut list = vec![Node::call("simpleTask", json!(1)).blocking()];
+    list.extend(jobs(WIDE));
+    let id = engine.submit(Project::new(list)).await.unwrap();
+    let report = engine
+        .wait(&id, Some(Duration::from_secs(120)))
+        .await
+        .unwrap();
+    assert_eq!(report.status, "finished", "{:?}", report.error);
+    let mut expected = vec![json!(2)];
+    expected.extend(doubled(WIDE));
+    assert_eq!(report.result, Some(Value::Array(expected)));
+    // The barrier's 60,000 jobs are more than one call releases: the rest
+    // went on in release calls.
+    let mut conn = engine.dedicated().await.unwrap();
+    let exists: Vec<i64> = redis::cmd("SCRIPT")
+        .arg("EXISTS")
+        .arg(sha_of("release"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(exists, vec![1], "the release script never ran");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_its_submitter_left_is_finished_by_a_keeper() {
+    let server = RedisServer::start();
+    let engine = client(&server).await;
+    let id = engine
+        .submit_leaving_release(Project::new(jobs(WIDE)))
+        .await
+        .unwrap();
+    let mut conn = engine.dedicated().await.unwrap();
+    let waiting = queued(&mut conn, "rqm:queue:default").await;
+    assert!(
+        waiting > 0 && waiting < WIDE,
+        "the open call released {waiting} of {WIDE} jobs"
+    );
+    let left: Option<f64> = redis::cmd("ZSCORE")
+        .arg("rqm:releases")
+        .arg(&id)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(left.is_some(), "the rest of the release is not on record");
+    // A worker's keeper goes on with it once the submitter's claim lapses.
+    let worker = common::engine_with_worker(config(&server), Limits::default()).await;
+    let report = worker
+        .wait(&id, Some(Duration::from_secs(120)))
+        .await
+        .unwrap();
+    assert_eq!(report.status, "finished", "{:?}", report.error);
+    assert_eq!(report.result, Some(Value::Array(doubled(WIDE))));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_half_stored_project_is_invisible_and_expires() {
+    let server = RedisServer::start();
+    let engine = client(&server).await;
+    let id = engine.upload_only(Project::new(jobs(1_000))).await.unwrap();
+    // A worker runs, and finds nothing to do.
+    let worker = common::engine_with_worker(config(&server), Limits::default()).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut conn = engine.dedicated().await.unwrap();
+    assert_eq!(queued(&mut conn, "rqm:queue:default").await, 0);
+    assert!(
+        worker.list().await.unwrap().iter().all(|p| p.id != id),
+        "a project that never opened is listed"
+    );
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("rqm:{{{id}}}:*"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(keys.len() >= 10, "stored keys: {keys:?}");
+    for key in keys {
+        let ttl: i64 = redis::cmd("TTL")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!(
+            (1..=3600).contains(&ttl),
+            "{key} would outlive a dead submitter (TTL {ttl})"
+        );
+    }
+    let started: Vec<u8> = redis::cmd("GET")
+        .arg(format!("rqm:{{{id}}}:ns"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(started.iter().all(|s| *s == 0), "a job of it was touched");
+}
