@@ -18,6 +18,9 @@ use tracing::Instrument;
 
 use crate::error::Error;
 
+/// Most attempts begun in one turn of a project's driver.
+const BEGIN_BATCH: usize = 256;
+
 /// Events a subscriber may fall behind by before it skips some.
 const EVENT_BUFFER: usize = 1024;
 
@@ -352,31 +355,53 @@ async fn drive(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Msg>, engine
         });
         tokio::select! {
             biased;
-            msg = rx.recv() => match msg {
-                Some(Msg::Done { job, attempt, outcome }) => {
-                    running.remove(&job);
-                    report(&shared, job, attempt, outcome);
+            msg = rx.recv() => {
+                // What else has arrived is applied in the same turn.
+                let mut next = msg;
+                let mut applied = 0;
+                while let Some(msg) = next {
+                    if let Msg::Done { job, attempt, outcome } = msg {
+                        running.remove(&job);
+                        report(&shared, job, attempt, outcome);
+                    }
+                    applied += 1;
+                    next = if applied < 1024 { rx.try_recv().ok() } else { None };
                 }
-                Some(Msg::Wake) | None => {}
             },
             permit = engine.permits.clone().acquire_owned(), if !ready.is_empty() => {
-                let permit = permit.expect("the engine's semaphore is never closed");
-                let job = ready.pop_front().expect("a ready job is queued");
-                let begun = {
+                // One permit came free; more may be: begin as many ready jobs
+                // as there are, under one lock of the run.
+                let mut permits = vec![permit.expect("the engine's semaphore is never closed")];
+                while permits.len() < ready.len().min(BEGIN_BATCH) {
+                    match engine.permits.clone().try_acquire_owned() {
+                        Ok(permit) => permits.push(permit),
+                        Err(_) => break,
+                    }
+                }
+                let begun: Vec<_> = {
                     let mut run = shared.run();
                     let now = shared.now();
-                    run.begin(job, now).map(|attempt| (attempt, run.path(job)))
+                    permits
+                        .into_iter()
+                        .filter_map(|permit| {
+                            let job = ready.pop_front()?;
+                            let attempt = run.begin(job, now).ok()?;
+                            Some((attempt, run.path(job), permit))
+                        })
+                        .collect()
                 };
-                if let Ok((attempt, path)) = begun {
+                let mut tasks = Vec::with_capacity(begun.len());
+                for (attempt, path, permit) in begun {
                     let cancel = Cancellation::new();
-                    running.insert(job, cancel.clone());
+                    running.insert(attempt.job, cancel.clone());
                     shared.publish(ProjectEvent::Started {
                         path: path.clone(),
                         function: attempt.func.to_string(),
                         attempt: attempt.number,
                     });
-                    tokio::spawn(execute(shared.clone(), engine.registry, attempt, path, cancel, permit));
+                    tasks.extend(start(&shared, engine.registry, attempt, path, cancel, permit));
                 }
+                crate::pool::run_many(tasks);
             }
             () = sleep_until(wake_at), if wake_at.is_some() => {
                 let now = shared.now();
@@ -433,6 +458,77 @@ fn report(shared: &Shared, job: NodeId, attempt: u32, outcome: JobResult) {
 }
 
 /// Runs one attempt in its own task and reports its outcome to the driver.
+/// Starts an attempt: a synchronous job without a timeout becomes a job
+/// pool task, returned for the caller to queue with others, which reports
+/// back (no async task of its own); anything else runs in a task.
+fn start(
+    shared: &Arc<Shared>,
+    registry: &'static Registry,
+    attempt: Attempt,
+    path: Path,
+    cancel: Cancellation,
+    permit: OwnedSemaphorePermit,
+) -> Option<Box<dyn FnOnce() + Send>> {
+    if registry
+        .get(&attempt.func)
+        .is_some_and(|r| matches!(r.function.call, rqm_core::Call::Blocking(_)))
+        && attempt.timeout.is_none()
+    {
+        let (job, number) = (attempt.job, attempt.number);
+        let run = crate::exec::Run {
+            func: &attempt.func,
+            attempt: number,
+            project: shared.id.clone(),
+            path: path.clone(),
+            input: attempt.input.clone(),
+            kwargs: attempt.kwargs.clone(),
+            timeout: None,
+        };
+        let progress = progress_of(shared, &path);
+        if let Some(body) =
+            crate::exec::prepare_blocking(registry, run, cancel.clone(), Some(progress))
+        {
+            let tx = shared.tx.clone();
+            let span = tracing::info_span!(
+                "job",
+                project = %shared.id,
+                path = %path,
+                function = %attempt.func,
+                attempt = number
+            );
+            return Some(Box::new(move || {
+                let outcome = span.in_scope(body);
+                drop(permit);
+                let _ = tx.send(Msg::Done {
+                    job,
+                    attempt: number,
+                    outcome,
+                });
+            }));
+        }
+    }
+    tokio::spawn(execute(
+        shared.clone(),
+        registry,
+        attempt,
+        path,
+        cancel,
+        permit,
+    ));
+    None
+}
+
+/// Where a running job's progress goes: the project's events.
+fn progress_of(shared: &Arc<Shared>, path: &Path) -> crate::exec::Progress {
+    let (target, path) = (shared.clone(), path.clone());
+    Arc::new(move |value| {
+        target.publish(ProjectEvent::Progress {
+            path: path.clone(),
+            value,
+        });
+    })
+}
+
 async fn execute(
     shared: Arc<Shared>,
     registry: &'static Registry,
@@ -468,14 +564,7 @@ async fn call(
     path: Path,
     cancel: Cancellation,
 ) -> JobResult {
-    let progress_target = shared.clone();
-    let progress_path = path.clone();
-    let progress: crate::exec::Progress = Arc::new(move |value| {
-        progress_target.publish(ProjectEvent::Progress {
-            path: progress_path.clone(),
-            value,
-        });
-    });
+    let progress = progress_of(shared, &path);
     let run = crate::exec::Run {
         func: &attempt.func,
         attempt: attempt.number,

@@ -23,6 +23,46 @@ pub(crate) struct Run<'a> {
     pub(crate) timeout: Option<Duration>,
 }
 
+/// A synchronous function's attempt without a timeout, ready to run on any
+/// thread: what [`call`] would do, without a task of its own, for engines
+/// that run many short jobs (see `pool`). `None` when the attempt needs
+/// [`call`] (an async function, a timeout, an unknown name).
+pub(crate) fn prepare_blocking(
+    registry: &'static Registry,
+    run: Run<'_>,
+    cancel: Cancellation,
+    progress: Option<Progress>,
+) -> Option<impl FnOnce() -> JobResult + Send + 'static> {
+    let registered = registry.get(run.func)?;
+    let Call::Blocking(f) = registered.function.call else {
+        return None;
+    };
+    if run.timeout.is_some() {
+        return None;
+    }
+    let mut context = JobContext::new(
+        run.attempt,
+        run.project,
+        run.path,
+        registered.function.name,
+        cancel,
+    );
+    if let Some(progress) = progress {
+        context = context.with_progress(progress);
+    }
+    let invocation = Invocation {
+        input: run.input,
+        kwargs: run.kwargs,
+        context,
+    };
+    Some(
+        move || match std::panic::catch_unwind(AssertUnwindSafe(|| f(invocation))) {
+            Ok(outcome) => outcome,
+            Err(panic) => Err(panicked(&*panic)),
+        },
+    )
+}
+
 /// Calls the function, honouring the timeout; `cancel` is the attempt's stop
 /// signal, given on a timeout too.
 pub(crate) async fn call(

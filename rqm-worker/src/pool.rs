@@ -61,14 +61,30 @@ fn lock() -> MutexGuard<'static, State> {
 
 /// Runs `task` on one of the pool's threads.
 pub(crate) fn run(task: Task) {
+    run_many(vec![task]);
+}
+
+/// Runs `tasks` on the pool's threads, queued under one lock.
+pub(crate) fn run_many(tasks: Vec<Task>) {
+    if tasks.is_empty() {
+        return;
+    }
     let mut state = lock();
-    state.queue.push_back(task);
-    if state.idle > 0 {
+    let count = tasks.len();
+    state.queue.extend(tasks);
+    // Idle runners first, then new ones up to one per core.
+    let mut wake = count.min(state.idle);
+    while wake > 0 {
         POOL.work.notify_one();
-    } else if state.runners < eager() {
+        wake -= 1;
+    }
+    let mut left = count.saturating_sub(state.idle);
+    while left > 0 && state.runners < eager() {
         state.runners += 1;
         start_runner();
-    } else if state.watchdog_asleep {
+        left -= 1;
+    }
+    if left > 0 && state.watchdog_asleep {
         state.watchdog_asleep = false;
         POOL.watch.notify_one();
     }

@@ -86,13 +86,15 @@ struct Launch {
 }
 
 impl Launch {
-    /// Runs `begun` holding `permit`; its outcome goes to `done`.
+    /// Runs `begun` holding `permit`; its outcome goes to `done`. A
+    /// synchronous job without a timeout is returned as a job pool task, for
+    /// the caller to queue with others (no async task of its own).
     fn start(
         &self,
         begun: Begun,
         permit: tokio::sync::OwnedSemaphorePermit,
         done: mpsc::UnboundedSender<(Begun, JobResult)>,
-    ) {
+    ) -> Option<Box<dyn FnOnce() + Send>> {
         let cancel = Cancellation::new();
         self.running
             .lock()
@@ -100,6 +102,22 @@ impl Launch {
             .insert((begun.project.clone(), begun.node), cancel.clone());
         let (running, engine, registry) =
             (self.running.clone(), self.engine.clone(), self.registry);
+        let body = {
+            let (run, span, progress) = prepare(&engine, &begun);
+            exec::prepare_blocking(registry, run, cancel.clone(), Some(progress))
+                .map(|body| (body, span))
+        };
+        if let Some((body, span)) = body {
+            return Some(Box::new(move || {
+                let outcome = span.in_scope(body);
+                running
+                    .lock()
+                    .expect("never poisoned")
+                    .remove(&(begun.project.clone(), begun.node));
+                drop(permit);
+                let _ = done.send((begun, outcome));
+            }));
+        }
         tokio::spawn(async move {
             let outcome = execute(&engine, registry, &begun, cancel).await;
             running
@@ -109,6 +127,7 @@ impl Launch {
             drop(permit);
             let _ = done.send((begun, outcome));
         });
+        None
     }
 }
 
@@ -237,12 +256,14 @@ pub async fn run(
                     }
                 }
             }
+            let mut tasks = Vec::with_capacity(begun.len());
             for begun in begun {
                 let permit = reserved
                     .pop()
                     .expect("no more jobs were taken than permits were reserved");
-                launch.start(begun, permit, done_tx.clone());
+                tasks.extend(launch.start(begun, permit, done_tx.clone()));
             }
+            crate::pool::run_many(tasks);
         }
     }
     // Shutdown: no more jobs are taken; running ones get the grace period.
@@ -367,6 +388,15 @@ async fn execute(
     begun: &Begun,
     cancel: Cancellation,
 ) -> JobResult {
+    let (run, span, progress) = prepare(engine, begun);
+    tracing::Instrument::instrument(exec::call(registry, run, cancel, Some(progress)), span).await
+}
+
+/// An attempt's call, its tracing span and where its progress goes.
+fn prepare<'b>(
+    engine: &RedisEngine,
+    begun: &'b Begun,
+) -> (exec::Run<'b>, tracing::Span, exec::Progress) {
     let path: Path = begun.job.path.parse().unwrap_or_default();
     let span = tracing::info_span!(
         "job",
@@ -400,7 +430,7 @@ async fn execute(
             }
         });
     });
-    tracing::Instrument::instrument(exec::call(registry, run, cancel, Some(progress)), span).await
+    (run, span, progress)
 }
 
 /// What a failed attempt becomes, by the job's retries and `allow_failure`
@@ -505,15 +535,19 @@ async fn report(
                             held.insert(b.lease.clone(), (b.node.to_string(), 1));
                         }
                     }
+                    let mut tasks = Vec::new();
                     for b in begun {
                         match (permits.pop(), &sender) {
-                            (Some(permit), Some(sender)) => launch.start(b, permit, sender.clone()),
+                            (Some(permit), Some(sender)) => {
+                                tasks.extend(launch.start(b, permit, sender.clone()));
+                            }
                             // Cannot happen: no more are begun than asked.
                             _ => {
                                 tracing::error!(project = %id, node = b.node, "a job was handed off beyond the permits held")
                             }
                         }
                     }
+                    crate::pool::run_many(tasks);
                 }
                 Err(e) if e.is_transient() => {
                     tracing::error!(project = %id, error = %e, "cannot report completions");
