@@ -4,12 +4,13 @@
 -- applied and `conflict` is returned, to compile again.
 -- ARGV[2]: node; [3]: attempt; [4]: the result; [5]: a JSON plan:
 --   {parent, tail (as read), next_node, next_vertex, edges: [from, to, ...],
---    children: {group: [ids]}, tails: {group: tail}, jobs: {id: payload},
+--    children: {group: [ids]}, tails: {group: tail},
 --    queues: [every queue of the project, in order], unlease: [entries],
 --    profiles: {id: profile}}
 -- [6]: the new vertex records (vx), with their out-edges; [7]: what they
 -- wait for among themselves (vp); [8]: the new node records (nd); [9]: the
--- new overflow edge blocks, from byte plan.edge_len of ed on. Edges from
+-- new overflow edge blocks, from byte plan.edge_len of ed on; [10..]: the
+-- new jobs' payloads, node and payload in turn. Edges from
 -- older vertices are plan.edges (added unless their vertex fired);
 -- plan.older_targets, one per edge from a new vertex to an older one.
 -- Returns {`ok`, `stale` or `conflict`, 1 if a release is left for later
@@ -45,7 +46,13 @@ for _, key in ipairs({NA, NTS, NTF}) do redis.call('APPEND', key, string.rep('\0
 for _, s in ipairs({VS, P, ND, S, A, TS, TF}) do s.blocks = {} end
 redis.call('HSET', META, 'next_node', plan.next_node + added_nodes,
   'next_vertex', plan.next_vertex + added_vertices, 'queues', table.concat(plan.queues, ','))
-hset_many(JB, plan.jobs)
+-- The payloads, as they came: ARGV[10..], node and payload in turn.
+local i = 10
+while i <= #ARGV do
+  local last = math.min(i + 2 * MANY - 1, #ARGV)
+  redis.call('HSET', JB, unpack(ARGV, i, last))
+  i = last + 1
+end
 for g, kids in pairs(plan.children) do
   local packed = {}
   for _, c in ipairs(kids) do packed[#packed + 1] = struct.pack('>I4', c) end

@@ -1136,11 +1136,6 @@ impl RedisEngine {
                 .iter()
                 .map(|(g, t)| (g.to_string(), tail_text(t)))
                 .collect();
-            let jobs: HashMap<String, String> = upload
-                .jobs()
-                .iter()
-                .map(|(n, p)| (n.to_string(), p.clone()))
-                .collect();
             let plan = serde_json::json!({
                 "parent": parent,
                 "tail": tail_text_now,
@@ -1151,7 +1146,6 @@ impl RedisEngine {
                 "edge_len": edge_len,
                 "children": children,
                 "tails": tails,
-                "jobs": jobs,
                 "queues": upload.queues(),
                 "unlease": done,
                 "profiles": upload.profiles(),
@@ -1168,6 +1162,7 @@ impl RedisEngine {
                 .arg(vp)
                 .arg(nd)
                 .arg(ed)
+                .arg(upload.jobs())
                 .invoke_async(&mut conn)
                 .await?;
             match outcome.as_str() {
