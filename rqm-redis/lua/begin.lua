@@ -37,7 +37,8 @@ for i = 2, #ARGV do
         local attempt = cget(A, n) + 1
         cset(S, n, S_RUNNING)
         cset(A, n, attempt)
-        if cget(TS, n) == 0 then cset(TS, n, REL) end
+        -- A first attempt has no start time yet: no need to read it.
+        if attempt == 1 or cget(TS, n) == 0 then cset(TS, n, REL) end
         out[#out + 1] = n
         out[#out + 1] = attempt
         out[#out + 1] = false

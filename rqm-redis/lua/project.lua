@@ -120,7 +120,7 @@ local function begin_now(n, payload)
   local attempt = cget(A, n) + 1
   cset(S, n, S_RUNNING)
   cset(A, n, attempt)
-  if cget(TS, n) == 0 then cset(TS, n, REL) end
+  if attempt == 1 or cget(TS, n) == 0 then cset(TS, n, REL) end
   handed[#handed + 1] = n
   handed[#handed + 1] = attempt
   handed[#handed + 1] = false
