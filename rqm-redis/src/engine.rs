@@ -390,16 +390,7 @@ impl RedisEngine {
         id: &str,
         args: impl Fn(&mut redis::ScriptInvocation<'_>),
     ) -> Result<T, Error> {
-        let cached = self
-            .queue_cache
-            .lock()
-            .expect("never poisoned")
-            .get(id)
-            .cloned();
-        let mut queues = match cached {
-            Some(queues) => queues,
-            None => self.refresh_queues(id).await?,
-        };
+        let mut queues = self.cached_queues(id).await?;
         let mut conn = self.conn.clone();
         for refreshed in [false, true] {
             let mut invocation = self.script(script, id, &queues);
@@ -412,6 +403,20 @@ impl RedisEngine {
             }
         }
         unreachable!("the second try returns")
+    }
+
+    /// The project's queues as last read, read now if never.
+    async fn cached_queues(&self, id: &str) -> Result<Vec<String>, Error> {
+        let cached = self
+            .queue_cache
+            .lock()
+            .expect("never poisoned")
+            .get(id)
+            .cloned();
+        match cached {
+            Some(queues) => Ok(queues),
+            None => self.refresh_queues(id).await,
+        }
     }
 
     async fn refresh_queues(&self, id: &str) -> Result<Vec<String>, Error> {
@@ -749,16 +754,7 @@ impl RedisEngine {
         entries: &[Taken],
     ) -> Result<(Vec<(u32, u32, Option<String>)>, Vec<Option<String>>), Error> {
         let fields: Vec<u32> = entries.iter().flat_map(|e| e.first..=e.last).collect();
-        let cached = self
-            .queue_cache
-            .lock()
-            .expect("never poisoned")
-            .get(id)
-            .cloned();
-        let mut queues = match cached {
-            Some(queues) => queues,
-            None => self.refresh_queues(id).await?,
-        };
+        let mut queues = self.cached_queues(id).await?;
         let mut conn = self.conn.clone();
         let pk = self.keys.project(id);
         let mut tries = 0;

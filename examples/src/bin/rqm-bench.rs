@@ -170,6 +170,21 @@ enum Worker {
     Process(Child),
 }
 
+impl Worker {
+    async fn stop(self) {
+        match self {
+            Worker::InProcess(stop, task) => {
+                let _ = stop.send(());
+                let _ = task.await;
+            }
+            Worker::Process(mut child) => {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
 const PREFIX: &str = "rqmbench:";
 const QUIET_PREFIX: &str = "rqmbench-idle:";
 
@@ -274,16 +289,7 @@ impl Bench {
 
     async fn stop(self) {
         for worker in self.workers {
-            match worker {
-                Worker::InProcess(stop, task) => {
-                    let _ = stop.send(());
-                    let _ = task.await;
-                }
-                Worker::Process(mut child) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                }
-            }
+            worker.stop().await;
         }
     }
 
@@ -299,29 +305,34 @@ impl Bench {
             return self.freed().await;
         }
         for prefix in [PREFIX, QUIET_PREFIX] {
-            let mut cursor = 0u64;
-            loop {
-                let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                    .arg(cursor)
-                    .arg("MATCH")
-                    .arg(format!("{prefix}*"))
-                    .arg("COUNT")
-                    .arg(1000)
-                    .query_async(&mut self.admin)
-                    .await?;
-                if !keys.is_empty() {
-                    let _: i64 = redis::cmd("UNLINK")
-                        .arg(&keys)
-                        .query_async(&mut self.admin)
-                        .await?;
-                }
-                if next == 0 {
-                    break;
-                }
-                cursor = next;
-            }
+            self.clear_prefix(prefix).await?;
         }
         self.freed().await
+    }
+
+    /// Unlinks every key under `prefix`, in short SCANs.
+    async fn clear_prefix(&mut self, prefix: &str) -> Fallible<()> {
+        let mut cursor = 0u64;
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(format!("{prefix}*"))
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut self.admin)
+                .await?;
+            if !keys.is_empty() {
+                let _: i64 = redis::cmd("UNLINK")
+                    .arg(&keys)
+                    .query_async(&mut self.admin)
+                    .await?;
+            }
+            if next == 0 {
+                return Ok(());
+            }
+            cursor = next;
+        }
     }
 
     async fn used_memory(&mut self) -> Fallible<u64> {
@@ -477,22 +488,39 @@ fn slowlog_entries(v: &redis::Value) -> Vec<(u64, String)> {
         .collect()
 }
 
-async fn run_on(engine: &RedisEngine, json: &[u8]) -> Fallible<(Duration, Report)> {
-    let mut pubsub = engine.client().get_async_pubsub().await?;
-    pubsub.subscribe(engine.ended_channel()).await?;
-    let mut ended = pubsub.into_on_message();
-    let start = Instant::now();
-    let id = engine.submit_json(json).await?;
-    let deadline = Duration::from_secs(600);
-    loop {
-        let message = tokio::time::timeout(deadline.saturating_sub(start.elapsed()), ended.next())
-            .await
-            .map_err(|_| format!("project {id} did not end within {deadline:?}"))?
-            .ok_or("the subscription to ended projects broke")?;
-        if message.get_payload::<String>().ok().as_deref() == Some(id.as_str()) {
-            break;
+/// Publishes of ended projects, subscribed to before a submit so that no
+/// end is missed.
+struct Ended(std::pin::Pin<Box<dyn futures_util::Stream<Item = redis::Msg> + Send>>);
+
+impl Ended {
+    async fn subscribe(engine: &RedisEngine) -> Fallible<Ended> {
+        let mut pubsub = engine.client().get_async_pubsub().await?;
+        pubsub.subscribe(engine.ended_channel()).await?;
+        Ok(Ended(Box::pin(pubsub.into_on_message())))
+    }
+
+    /// Waits until project `id` ends, for at most ten minutes.
+    async fn of(&mut self, id: &str) -> Fallible<()> {
+        let limit = Duration::from_secs(600);
+        let start = Instant::now();
+        loop {
+            let message =
+                tokio::time::timeout(limit.saturating_sub(start.elapsed()), self.0.next())
+                    .await
+                    .map_err(|_| format!("project {id} did not end within {limit:?}"))?
+                    .ok_or("the subscription to ended projects broke")?;
+            if message.get_payload::<String>().ok().as_deref() == Some(id) {
+                return Ok(());
+            }
         }
     }
+}
+
+async fn run_on(engine: &RedisEngine, json: &[u8]) -> Fallible<(Duration, Report)> {
+    let mut ended = Ended::subscribe(engine).await?;
+    let start = Instant::now();
+    let id = engine.submit_json(json).await?;
+    ended.of(&id).await?;
     let elapsed = start.elapsed();
     let report = engine.status(&id).await?;
     Ok((elapsed, report))
@@ -903,27 +931,8 @@ async fn submit(bench: &mut Bench, args: &Args, out: &mut Out) -> Fallible<()> {
 
 impl Bench {
     async fn clear_quiet(&mut self) -> Fallible<()> {
-        let mut cursor = 0u64;
-        loop {
-            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(format!("{QUIET_PREFIX}*"))
-                .arg("COUNT")
-                .arg(1000)
-                .query_async(&mut self.admin)
-                .await?;
-            if !keys.is_empty() {
-                let _: i64 = redis::cmd("UNLINK")
-                    .arg(&keys)
-                    .query_async(&mut self.admin)
-                    .await?;
-            }
-            if next == 0 {
-                return self.freed().await;
-            }
-            cursor = next;
-        }
+        self.clear_prefix(QUIET_PREFIX).await?;
+        self.freed().await
     }
 
     /// Waits until Redis has freed what was unlinked.
@@ -952,26 +961,13 @@ async fn memory(bench: &mut Bench, args: &Args, out: &mut Out) -> Fallible<()> {
     bench.clear_quiet().await?;
     let json = fanout_json(n);
     let before = bench.used_memory().await?;
-    let mut pubsub = idle.client().get_async_pubsub().await?;
-    pubsub.subscribe(idle.ended_channel()).await?;
-    let mut ended = pubsub.into_on_message();
+    let mut ended = Ended::subscribe(&idle).await?;
     let id = idle.submit_json(&json).await?;
     let queued = bench.used_memory().await?.saturating_sub(before);
     // Now a worker serves the prefix, and the project runs to its end.
     let worker = spawn_in_process(idle.clone(), worker_config(args));
-    loop {
-        let message = tokio::time::timeout(Duration::from_secs(600), ended.next())
-            .await
-            .map_err(|_| "the memory project did not end in 10 minutes")?
-            .ok_or("the subscription to ended projects broke")?;
-        if message.get_payload::<String>().ok().as_deref() == Some(id.as_str()) {
-            break;
-        }
-    }
-    if let Worker::InProcess(stop, task) = worker {
-        let _ = stop.send(());
-        let _ = task.await;
-    }
+    ended.of(&id).await?;
+    worker.stop().await;
     let finished = bench.used_memory().await?.saturating_sub(before);
     let report = idle.status(&id).await?;
     expect_result("memory", &report, &fanout_result(n))?;
