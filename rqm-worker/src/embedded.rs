@@ -469,43 +469,43 @@ fn start(
     cancel: Cancellation,
     permit: OwnedSemaphorePermit,
 ) -> Option<Box<dyn FnOnce() + Send>> {
-    if registry
-        .get(&attempt.func)
-        .is_some_and(|r| matches!(r.function.call, rqm_core::Call::Blocking(_)))
-        && attempt.timeout.is_none()
-    {
-        let (job, number) = (attempt.job, attempt.number);
+    if crate::exec::runs_on_pool(registry, &attempt.func, attempt.timeout) {
+        let Attempt {
+            job,
+            number,
+            func,
+            input,
+            kwargs,
+            ..
+        } = attempt;
         let run = crate::exec::Run {
-            func: &attempt.func,
+            func: &func,
             attempt: number,
             project: shared.id.clone(),
             path: path.clone(),
-            input: attempt.input.clone(),
-            kwargs: attempt.kwargs.clone(),
+            input,
+            kwargs,
             timeout: None,
         };
         let progress = progress_of(shared, &path);
-        if let Some(body) =
-            crate::exec::prepare_blocking(registry, run, cancel.clone(), Some(progress))
-        {
-            let tx = shared.tx.clone();
-            let span = tracing::info_span!(
-                "job",
-                project = %shared.id,
-                path = %path,
-                function = %attempt.func,
-                attempt = number
-            );
-            return Some(Box::new(move || {
-                let outcome = span.in_scope(body);
-                drop(permit);
-                let _ = tx.send(Msg::Done {
-                    job,
-                    attempt: number,
-                    outcome,
-                });
-            }));
-        }
+        let body = crate::exec::prepare_blocking(registry, run, cancel, Some(progress));
+        let tx = shared.tx.clone();
+        let span = tracing::info_span!(
+            "job",
+            project = %shared.id,
+            path = %path,
+            function = %func,
+            attempt = number
+        );
+        return Some(Box::new(move || {
+            let outcome = span.in_scope(body);
+            drop(permit);
+            let _ = tx.send(Msg::Done {
+                job,
+                attempt: number,
+                outcome,
+            });
+        }));
     }
     tokio::spawn(execute(
         shared.clone(),

@@ -23,44 +23,64 @@ pub(crate) struct Run<'a> {
     pub(crate) timeout: Option<Duration>,
 }
 
+/// Whether an attempt of `func` with `timeout` can run as a job pool task
+/// of its own ([`prepare_blocking`]): a synchronous function without a
+/// timeout. Anything else goes through [`call`].
+pub(crate) fn runs_on_pool(registry: &Registry, func: &str, timeout: Option<Duration>) -> bool {
+    timeout.is_none()
+        && registry
+            .get(func)
+            .is_some_and(|r| matches!(r.function.call, Call::Blocking(_)))
+}
+
+/// The invocation of `run`'s function, with its context.
+fn invocation(
+    name: &'static str,
+    run: Run<'_>,
+    cancel: Cancellation,
+    progress: Option<Progress>,
+) -> Invocation {
+    let mut context = JobContext::new(run.attempt, run.project, run.path, name, cancel);
+    if let Some(progress) = progress {
+        context = context.with_progress(progress);
+    }
+    Invocation {
+        input: run.input,
+        kwargs: run.kwargs,
+        context,
+    }
+}
+
 /// A synchronous function's attempt without a timeout, ready to run on any
 /// thread: what [`call`] would do, without a task of its own, for engines
-/// that run many short jobs (see `pool`). `None` when the attempt needs
-/// [`call`] (an async function, a timeout, an unknown name).
+/// that run many short jobs (see `pool`). For attempts [`runs_on_pool`]
+/// allows; any other fails, saying so.
 pub(crate) fn prepare_blocking(
     registry: &'static Registry,
     run: Run<'_>,
     cancel: Cancellation,
     progress: Option<Progress>,
-) -> Option<impl FnOnce() -> JobResult + Send + 'static> {
-    let registered = registry.get(run.func)?;
-    let Call::Blocking(f) = registered.function.call else {
-        return None;
-    };
-    if run.timeout.is_some() {
-        return None;
+) -> impl FnOnce() -> JobResult + Send + 'static {
+    let found = registry
+        .get(run.func)
+        .filter(|_| run.timeout.is_none())
+        .and_then(|r| match r.function.call {
+            Call::Blocking(f) => Some((f, r.function.name)),
+            Call::Async(_) => None,
+        });
+    let func = run.func.to_owned();
+    let invocation = found.map(|(f, name)| (f, invocation(name, run, cancel, progress)));
+    move || match invocation {
+        Some((f, invocation)) => {
+            match std::panic::catch_unwind(AssertUnwindSafe(|| f(invocation))) {
+                Ok(outcome) => outcome,
+                Err(panic) => Err(panicked(&*panic)),
+            }
+        }
+        None => Err(Failure::permanent(format!(
+            "`{func}` cannot run as a pool task (an async function, a timeout, or not registered)"
+        ))),
     }
-    let mut context = JobContext::new(
-        run.attempt,
-        run.project,
-        run.path,
-        registered.function.name,
-        cancel,
-    );
-    if let Some(progress) = progress {
-        context = context.with_progress(progress);
-    }
-    let invocation = Invocation {
-        input: run.input,
-        kwargs: run.kwargs,
-        context,
-    };
-    Some(
-        move || match std::panic::catch_unwind(AssertUnwindSafe(|| f(invocation))) {
-            Ok(outcome) => outcome,
-            Err(panic) => Err(panicked(&*panic)),
-        },
-    )
 }
 
 /// Calls the function, honouring the timeout; `cancel` is the attempt's stop
@@ -77,21 +97,8 @@ pub(crate) async fn call(
             run.func
         )));
     };
-    let mut context = JobContext::new(
-        run.attempt,
-        run.project,
-        run.path,
-        registered.function.name,
-        cancel.clone(),
-    );
-    if let Some(progress) = progress {
-        context = context.with_progress(progress);
-    }
-    let invocation = Invocation {
-        input: run.input,
-        kwargs: run.kwargs,
-        context,
-    };
+    let timeout = run.timeout;
+    let invocation = invocation(registered.function.name, run, cancel.clone(), progress);
     let timed_out = |limit: Duration| {
         cancel.cancel();
         Err(Failure::retryable(format!(
@@ -106,25 +113,25 @@ pub(crate) async fn call(
             crate::pool::run(Box::new(move || {
                 let _ = tx.send(std::panic::catch_unwind(AssertUnwindSafe(|| f(invocation))));
             }));
-            match within(run.timeout, rx).await {
+            match within(timeout, rx).await {
                 Some(Ok(Ok(outcome))) => outcome,
                 Some(Ok(Err(panic))) => Err(panicked(&*panic)),
                 Some(Err(_)) => Err(Failure::retryable(
                     "the job's thread ended without an outcome".to_owned(),
                 )),
-                None => timed_out(run.timeout.unwrap_or_default()),
+                None => timed_out(timeout.unwrap_or_default()),
             }
         }
         Call::Async(f) => {
             let task = tokio::spawn(f(invocation));
             let abort = task.abort_handle();
-            match within(run.timeout, task).await {
+            match within(timeout, task).await {
                 Some(Ok(outcome)) => outcome,
                 Some(Err(e)) if e.is_panic() => Err(panicked(&*e.into_panic())),
                 Some(Err(e)) => Err(Failure::retryable(format!("the job's task failed: {e}"))),
                 None => {
                     abort.abort();
-                    timed_out(run.timeout.unwrap_or_default())
+                    timed_out(timeout.unwrap_or_default())
                 }
             }
         }

@@ -102,30 +102,28 @@ impl Launch {
             .insert((begun.project.clone(), begun.node), cancel.clone());
         let (running, engine, registry) =
             (self.running.clone(), self.engine.clone(), self.registry);
-        let body = {
-            let (run, span, progress) = prepare(&engine, &begun);
-            exec::prepare_blocking(registry, run, cancel.clone(), Some(progress))
-                .map(|body| (body, span))
-        };
-        if let Some((body, span)) = body {
-            return Some(Box::new(move || {
-                let outcome = span.in_scope(body);
-                running
-                    .lock()
-                    .expect("never poisoned")
-                    .remove(&(begun.project.clone(), begun.node));
-                drop(permit);
-                let _ = done.send((begun, outcome));
-            }));
-        }
-        tokio::spawn(async move {
-            let outcome = execute(&engine, registry, &begun, cancel).await;
+        // The attempt ended: no longer running, its permit free, its
+        // outcome to the reporter.
+        let finish = move |begun: Begun, outcome: JobResult| {
             running
                 .lock()
                 .expect("never poisoned")
                 .remove(&(begun.project.clone(), begun.node));
             drop(permit);
             let _ = done.send((begun, outcome));
+        };
+        let timeout = begun.job.timeout_ms.map(Duration::from_millis);
+        if exec::runs_on_pool(registry, &begun.job.func, timeout) {
+            let (run, span, progress) = prepare(&engine, &begun);
+            let body = exec::prepare_blocking(registry, run, cancel, Some(progress));
+            return Some(Box::new(move || {
+                let outcome = span.in_scope(body);
+                finish(begun, outcome);
+            }));
+        }
+        tokio::spawn(async move {
+            let outcome = execute(&engine, registry, &begun, cancel).await;
+            finish(begun, outcome);
         });
         None
     }
