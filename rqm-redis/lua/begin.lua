@@ -23,45 +23,19 @@ for i = 2, #ARGV do
         if cget(TS, n) == 0 then cset(TS, n, REL) end
       end
     end
-    for n = a, b do
-      out[#out + 1] = n
-      out[#out + 1] = 1
-      out[#out + 1] = false
-      if bit.band(nflags(n), 4) ~= 0 then previous[#previous + 1] = {#out, nextra(n)} end
-    end
+    for n = a, b do row(out, previous, n, 1) end
     event('started', ARGV[i], 1)
     began = len
   else
     for n = a, b do
       if RUNNING and cget(S, n) == S_READY then
-        local attempt = cget(A, n) + 1
-        cset(S, n, S_RUNNING)
-        cset(A, n, attempt)
-        -- A first attempt has no start time yet: no need to read it.
-        if attempt == 1 or cget(TS, n) == 0 then cset(TS, n, REL) end
-        out[#out + 1] = n
-        out[#out + 1] = attempt
-        out[#out + 1] = false
-        if bit.band(nflags(n), 4) ~= 0 then previous[#previous + 1] = {#out, nextra(n)} end
-        event('started', n, attempt)
+        start_attempt(n, out, previous)
         began = began + 1
       end
     end
   end
   if began == 0 then unleased[#unleased + 1] = ID .. ':' .. ARGV[i] end
 end
-if #previous > 0 then
-  local fields, at = {}, {}
-  for _, p in ipairs(previous) do
-    if bit.band(nflags(p[2]), 1) ~= 0 then
-      out[p[1]] = 'g:' .. p[2]
-    else
-      fields[#fields + 1] = p[2]
-      at[#at + 1] = p[1]
-    end
-  end
-  local values = hmget(RS, fields)
-  for k, pos in ipairs(at) do out[pos] = values[k] or 'null' end
-end
+fill_inputs(out, previous)
 flush()
 return out

@@ -115,19 +115,32 @@ local function handoff(want, lease_ms, queue_names)
   end
 end
 
-local function begin_now(n, payload)
-  handed_payloads[#handed_payloads + 1] = payload
+-- An attempt begun, as begin.lua returns it: node, attempt, and an input
+-- slot, false until `fill_inputs`; a job that takes the previous node's
+-- result is noted in `previous`.
+local function row(rows, previous, n, attempt)
+  rows[#rows + 1] = n
+  rows[#rows + 1] = attempt
+  rows[#rows + 1] = false
+  if bit.band(nflags(n), 4) ~= 0 then previous[#previous + 1] = {#rows, nextra(n)} end
+end
+
+-- Begins ready job n's next attempt and notes its row.
+local function start_attempt(n, rows, previous)
   local attempt = cget(A, n) + 1
   cset(S, n, S_RUNNING)
   cset(A, n, attempt)
+  -- A first attempt has no start time yet: no need to read it.
   if attempt == 1 or cget(TS, n) == 0 then cset(TS, n, REL) end
-  handed[#handed + 1] = n
-  handed[#handed + 1] = attempt
-  handed[#handed + 1] = false
-  if bit.band(nflags(n), 4) ~= 0 then handed_previous[#handed_previous + 1] = {#handed, nextra(n)} end
+  row(rows, previous, n, attempt)
+  event('started', n, attempt)
+end
+
+local function begin_now(n, payload)
+  handed_payloads[#handed_payloads + 1] = payload
+  start_attempt(n, handed, handed_previous)
   new_leases[#new_leases + 1] = NOW + LEASE_MS
   new_leases[#new_leases + 1] = ID .. ':' .. n
-  event('started', n, attempt)
 end
 
 function H.job(n)
@@ -271,26 +284,32 @@ local function entries(list)
   return out
 end
 
--- The jobs handed off, as begin.lua returns them, and their payloads.
-local function handed_rows()
-  if #handed == 0 then return {}, {} end
+-- Fills the input slots of rows (see `row`): the previous node's result,
+-- noted in this call or stored, or `g:<node>` for a group's, which the
+-- caller assembles.
+local function fill_inputs(rows, previous)
   local fields, at = {}, {}
-  for _, p in ipairs(handed_previous) do
-    local previous = p[2]
-    if bit.band(nflags(previous), 1) ~= 0 then
-      handed[p[1]] = 'g:' .. previous
+  for _, p in ipairs(previous) do
+    local node = p[2]
+    if bit.band(nflags(node), 1) ~= 0 then
+      rows[p[1]] = 'g:' .. node
     else
-      local pending = results[tostring(previous)] or results[previous]
+      local pending = results[tostring(node)] or results[node]
       if pending then
-        handed[p[1]] = pending
+        rows[p[1]] = pending
       else
-        fields[#fields + 1] = previous
+        fields[#fields + 1] = node
         at[#at + 1] = p[1]
       end
     end
   end
   local values = hmget(RS, fields)
-  for k, pos in ipairs(at) do handed[pos] = values[k] or 'null' end
+  for k, pos in ipairs(at) do rows[pos] = values[k] or 'null' end
+end
+
+-- The jobs handed off, as begin.lua returns them, and their payloads.
+local function handed_rows()
+  fill_inputs(handed, handed_previous)
   return handed, handed_payloads
 end
 
