@@ -84,6 +84,22 @@ async fn a_wide_barrier_is_released_over_several_calls() {
         .await
         .unwrap();
     assert_eq!(exists, vec![1], "the release script never ran");
+    // Finished, the project keeps its records and results, not its graph.
+    let graph: i64 = redis::cmd("EXISTS")
+        .arg(format!("rqm:{{{id}}}:vx"))
+        .arg(format!("rqm:{{{id}}}:vp"))
+        .arg(format!("rqm:{{{id}}}:ed"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(graph, 0, "a finished project kept its graph");
+    let kept: i64 = redis::cmd("EXISTS")
+        .arg(format!("rqm:{{{id}}}:nd"))
+        .arg(format!("rqm:{{{id}}}:rs"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(kept, 2, "a finished project lost its records or results");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
