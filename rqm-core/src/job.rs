@@ -149,8 +149,13 @@ pub struct JobContext {
     path: Path,
     function: &'static str,
     cancel: Cancellation,
-    progress: Option<Arc<dyn Fn(Value) + Send + Sync>>,
+    progress: Option<ProgressSink>,
 }
+
+/// Where an engine sends a running job's progress reports: called with the
+/// reporting job's context and the value. One sink may serve every job of a
+/// project.
+pub type ProgressSink = Arc<dyn Fn(&JobContext, Value) + Send + Sync>;
 
 impl fmt::Debug for JobContext {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -184,7 +189,7 @@ impl JobContext {
     }
 
     /// This context, sending progress reports to `sink`.
-    pub fn with_progress(mut self, sink: Arc<dyn Fn(Value) + Send + Sync>) -> Self {
+    pub fn with_progress(mut self, sink: ProgressSink) -> Self {
         self.progress = Some(sink);
         self
     }
@@ -224,7 +229,7 @@ impl JobContext {
     /// Reports progress, any JSON value; engines publish it as an event.
     pub fn progress(&self, value: impl Serialize) {
         if let (Some(sink), Ok(value)) = (&self.progress, serde_json::to_value(value)) {
-            sink(value);
+            sink(self, value);
         }
     }
 }

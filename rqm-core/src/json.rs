@@ -137,7 +137,7 @@ impl<'l> Ctx<'l> {
     }
 
     fn path(&self) -> Path {
-        Path::from_indices(self.path.clone())
+        Path::from_slice(&self.path)
     }
 
     fn error(&mut self, key: Option<&str>, message: impl Into<String>) {

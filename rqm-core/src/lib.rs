@@ -54,7 +54,7 @@ pub use compile::{
 pub use error::{Ignored, Rejection, ValidationError};
 pub use job::{
     Call, Cancellation, InputCheck, Invocation, Job, JobContext, JobFunction, JobFuture, JobResult,
-    Outcome, Registered, Registry, RegistryError,
+    Outcome, ProgressSink, Registered, Registry, RegistryError,
 };
 pub use json::{parse_output, parse_project};
 pub use model::{Input, JobOptions, JobSpec, Node, NodeKind, ParsePathError, Path, Project};

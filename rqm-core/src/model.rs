@@ -4,6 +4,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use serde_json::{Map, Value};
+use smallvec::SmallVec;
 
 use crate::registry::Backoff;
 
@@ -179,19 +180,25 @@ impl Node {
 }
 
 /// A node's address: the indices from the root, shown joined by dots
-/// (`"0"`, `"2.1"`); the root's path is empty (SPEC 1).
+/// (`"0"`, `"2.1"`); the root's path is empty (SPEC 1). Paths up to four
+/// deep are held inline: making or cloning one allocates nothing.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Path(Vec<u32>);
+pub struct Path(SmallVec<[u32; 4]>);
 
 impl Path {
     /// The root's path.
     pub fn root() -> Self {
-        Path(Vec::new())
+        Path(SmallVec::new())
     }
 
     /// A path from its indices.
     pub fn from_indices(indices: Vec<u32>) -> Self {
-        Path(indices)
+        Path(SmallVec::from_vec(indices))
+    }
+
+    /// A path from its indices, as a slice.
+    pub fn from_slice(indices: &[u32]) -> Self {
+        Path(SmallVec::from_slice(indices))
     }
 
     /// The indices from the root.
@@ -209,7 +216,7 @@ impl Path {
     /// The parent's path, or `None` for the root.
     pub fn parent(&self) -> Option<Self> {
         let (_, rest) = self.0.split_last()?;
-        Some(Path(rest.to_vec()))
+        Some(Path::from_slice(rest))
     }
 
     /// Whether this is the root's path.
@@ -252,7 +259,7 @@ impl FromStr for Path {
                     && (part == "0" || !part.starts_with('0'));
                 canonical.then(|| part.parse::<u32>().ok()).flatten()
             })
-            .collect::<Option<Vec<_>>>()
+            .collect::<Option<SmallVec<_>>>()
             .map(Path)
             .ok_or_else(|| ParsePathError { text: s.to_owned() })
     }

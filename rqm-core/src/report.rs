@@ -1,12 +1,14 @@
 //! A project's status as data: what every engine's `status` and `wait`
 //! return, and what the command line prints as JSON.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::Rejection;
 use crate::model::Path;
-use crate::run::{Run, StateCounts, Status};
+use crate::run::{NodeState, Run, StateCounts, Status};
 
 /// Where a project stands, with every node.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -31,9 +33,9 @@ pub struct NodeReport {
     /// Its path.
     pub path: Path,
     /// A job's function; `null` for a group.
-    pub function: Option<String>,
+    pub function: Option<Arc<str>>,
     /// Its state.
-    pub state: String,
+    pub state: NodeState,
     /// Attempts begun.
     pub attempts: u32,
     /// The last failed attempt's error.
@@ -62,15 +64,18 @@ impl Report {
             .skip(1)
             .map(|n| NodeReport {
                 path: n.path(),
-                function: n.function().map(str::to_owned),
-                state: n.state().as_str().to_owned(),
+                function: n.shared_function().cloned(),
+                state: n.state(),
                 attempts: n.attempts(),
                 error: n.error().map(str::to_owned),
                 started_us: n.started_at().map(|t| t.as_micros()),
                 finished_us: n.finished_at().map(|t| t.as_micros()),
             })
             .collect();
-        nodes.sort_by(|a, b| a.path.cmp(&b.path));
+        // Ids follow paths but for appended nodes: often sorted already.
+        if !nodes.is_sorted_by(|a, b| a.path <= b.path) {
+            nodes.sort_by(|a, b| a.path.cmp(&b.path));
+        }
         Report {
             status: run.status().as_str().to_owned(),
             result: run.result(),

@@ -63,8 +63,9 @@ impl Time {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct NodeId(pub u32);
 
-/// Where a node stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// Where a node stands; in JSON and text, its name (`"finished"`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 #[non_exhaustive]
 pub enum NodeState {
     /// Waiting for its prerequisites (SPEC 2).
@@ -98,7 +99,19 @@ impl NodeState {
 
 impl fmt::Display for NodeState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        f.pad(self.as_str())
+    }
+}
+
+impl PartialEq<str> for NodeState {
+    fn eq(&self, name: &str) -> bool {
+        self.as_str() == name
+    }
+}
+
+impl PartialEq<&str> for NodeState {
+    fn eq(&self, name: &&str) -> bool {
+        self.as_str() == *name
     }
 }
 
@@ -323,6 +336,21 @@ impl Run {
             Checker::new(&config.limits, config.catalog.as_deref().map(|c| c as _), 0);
         checker.check_list(&project.jobs, &Path::root(), 0, false, 1);
         checker.finish()?;
+        Ok(Run::start_checked(project, config, now))
+    }
+
+    /// Reads a project from its JSON text (SPEC 8), checks it once against
+    /// the config's limits and catalog while reading, compiles it and starts
+    /// its root at `now`: what [`parse_project`](crate::parse_project) and
+    /// [`Run::new`] do, without checking twice.
+    pub fn from_json(json: &[u8], config: RunConfig, now: Time) -> Result<Run, Rejection> {
+        let catalog = config.catalog.as_deref().map(|c| c as &dyn Catalog);
+        let project = crate::json::parse_project(json, &config.limits, catalog)?;
+        Ok(Run::start_checked(project, config, now))
+    }
+
+    /// Compiles a project already checked against `config` and starts it.
+    fn start_checked(project: Project, config: RunConfig, now: Time) -> Run {
         let mut run = Run {
             config,
             graph: Graph::default(),
@@ -344,7 +372,7 @@ impl Run {
         };
         compile::compile_root(&mut RunSink(&mut run), project.jobs);
         run.settle(0, now);
-        Ok(run)
+        run
     }
 
     /// The next job free to start, in the order they became ready. Nothing
@@ -596,7 +624,7 @@ impl Run {
 
     /// The path of a node.
     pub fn path(&self, node: NodeId) -> Path {
-        let mut indices = Vec::new();
+        let mut indices = smallvec::SmallVec::<[u32; 4]>::new();
         let mut at = node.0;
         while let Some(rec) = self.nodes.get(at as usize) {
             if rec.parent == NIL {
@@ -606,7 +634,7 @@ impl Run {
             at = rec.parent;
         }
         indices.reverse();
-        Path::from_indices(indices)
+        Path::from_slice(&indices)
     }
 
     /// How many jobs are in each state.
@@ -1039,7 +1067,12 @@ impl<'r> NodeView<'r> {
 
     /// A job's function; `None` for a group.
     pub fn function(&self) -> Option<&'r str> {
-        (!self.is_group()).then(|| &*self.run.funcs[self.rec.info as usize].0)
+        self.shared_function().map(|f| &**f)
+    }
+
+    /// A job's function, shared: cloning it copies no text.
+    pub fn shared_function(&self) -> Option<&'r Arc<str>> {
+        (!self.is_group()).then(|| &self.run.funcs[self.rec.info as usize].0)
     }
 
     /// A group's list; empty for a job.

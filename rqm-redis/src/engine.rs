@@ -8,8 +8,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use redis::aio::{ConnectionManager, MultiplexedConnection};
 use rqm_core::{
-    Backoff, CancelOutcome, Catalog, FailedJob, Limits, Node, NodeId, NodeReport, Path, Project,
-    Registry, Rejection, Report, StateCounts, Status, ValidationError, compile_append,
+    Backoff, CancelOutcome, Catalog, FailedJob, Limits, Node, NodeId, NodeReport, NodeState, Path,
+    Project, Registry, Rejection, Report, StateCounts, Status, ValidationError, compile_append,
     compile_root, parse_project, validate, validate_append,
 };
 use serde::Deserialize;
@@ -1441,20 +1441,20 @@ impl RedisEngine {
             }
             let group = flags & 1 != 0;
             let state = match state {
-                0 => "pending",
-                1 => "ready",
-                2 => "running",
-                3 => "retrying",
-                4 => "finished",
-                _ => "failed",
+                0 => NodeState::Pending,
+                1 => NodeState::Ready,
+                2 => NodeState::Running,
+                3 => NodeState::Retrying,
+                4 => NodeState::Finished,
+                _ => NodeState::Failed,
             };
             if !group {
                 *match state {
-                    "pending" => &mut counts.pending,
-                    "ready" => &mut counts.ready,
-                    "running" => &mut counts.running,
-                    "retrying" => &mut counts.retrying,
-                    "finished" => &mut counts.finished,
+                    NodeState::Pending => &mut counts.pending,
+                    NodeState::Ready => &mut counts.ready,
+                    NodeState::Running => &mut counts.running,
+                    NodeState::Retrying => &mut counts.retrying,
+                    NodeState::Finished => &mut counts.finished,
                     _ => &mut counts.failed,
                 } += 1;
             }
@@ -1471,9 +1471,9 @@ impl RedisEngine {
                     jobs.get(&n)
                         .and_then(|p| serde_json::from_str::<OwnedJob>(p).ok())
                         .and_then(|p| profiles.get(&p.profile))
-                        .map(|p| p.func.clone())
+                        .map(|p| Arc::from(p.func.as_str()))
                 },
-                state: state.to_owned(),
+                state,
                 attempts: column(&na, n as usize),
                 error: errors.get(&n).cloned(),
                 started_us: time(&nts),

@@ -2,14 +2,14 @@
 //! `#[job]` functions linked into it. It is the default when no Redis is
 //! named, and offers the client API the Redis engine offers.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use rqm_core::{
-    Attempt, CancelOutcome, Cancellation, Event, JobResult, Limits, NodeId, NodeState, Path,
-    Project, Registry, Rejection, Report, Run, RunConfig, Time, parse_project,
+    Attempt, CancelOutcome, Cancellation, Event, JobContext, JobResult, Limits, NodeId, NodeState,
+    Path, ProgressSink, Project, Registry, Rejection, Report, Run, RunConfig, Time,
 };
 use serde::Serialize;
 use serde_json::Value;
@@ -52,7 +52,7 @@ pub enum ProjectEvent {
         /// The job's path.
         path: Path,
         /// Its function.
-        function: String,
+        function: Arc<str>,
         /// The attempt's number.
         attempt: u32,
     },
@@ -122,11 +122,12 @@ impl Engine {
     /// Checks `project` against the registry and starts it. Must be called
     /// from within a tokio runtime, which runs the project.
     pub fn submit(&self, project: Project) -> Result<ProjectHandle, Rejection> {
-        let config = RunConfig {
-            limits: self.inner.config.limits.clone(),
-            catalog: Some(Arc::new(self.inner.registry)),
-        };
-        let run = Run::new(project, config, Time::ZERO)?;
+        let run = Run::new(project, self.run_config(), Time::ZERO)?;
+        Ok(self.start(run))
+    }
+
+    /// Starts driving `run`, from within a tokio runtime.
+    fn start(&self, run: Run) -> ProjectHandle {
         let number = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let id: Arc<str> = Arc::from(format!("local-{number}"));
         let (tx, rx) = mpsc::unbounded_channel();
@@ -150,13 +151,21 @@ impl Engine {
             .expect("the project list is never poisoned")
             .insert(number, handle.clone());
         tokio::spawn(drive(shared, rx, self.inner.clone()));
-        Ok(handle)
+        handle
     }
 
     /// Reads a project from JSON (SPEC 8), checks it and starts it.
     pub fn submit_json(&self, json: &[u8]) -> Result<ProjectHandle, Rejection> {
-        let project = parse_project(json, &self.inner.config.limits, Some(self.inner.registry))?;
-        self.submit(project)
+        // Checked once, while it is read.
+        let run = Run::from_json(json, self.run_config(), Time::ZERO)?;
+        Ok(self.start(run))
+    }
+
+    fn run_config(&self) -> RunConfig {
+        RunConfig {
+            limits: self.inner.config.limits.clone(),
+            catalog: Some(Arc::new(self.inner.registry)),
+        }
     }
 
     /// The project with this id.
@@ -323,7 +332,13 @@ impl Events {
 /// their reports, fires retries, until the project has settled.
 async fn drive(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Msg>, engine: Arc<Inner>) {
     let mut ready: VecDeque<NodeId> = VecDeque::new();
-    let mut running: HashMap<NodeId, Cancellation> = HashMap::new();
+    // The stop signal of every attempt without a timeout: the core stops
+    // every running attempt at once, when the project ends.
+    let stop_all = Cancellation::new();
+    // The stop signal of each running attempt with a timeout (which stops
+    // it alone on expiry), by job id.
+    let mut running: Vec<Option<Cancellation>> = Vec::new();
+    let progress = progress_sink(&shared);
     loop {
         let (settled, timeout) = {
             let mut run = shared.run();
@@ -331,7 +346,8 @@ async fn drive(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Msg>, engine
             while let Some(event) = run.poll_event() {
                 match event {
                     Event::Stop { job, .. } => {
-                        if let Some(cancel) = running.get(&job) {
+                        stop_all.cancel();
+                        if let Some(Some(cancel)) = running.get(job.0 as usize) {
                             cancel.cancel();
                         }
                     }
@@ -356,13 +372,17 @@ async fn drive(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Msg>, engine
         tokio::select! {
             biased;
             msg = rx.recv() => {
-                // What else has arrived is applied in the same turn.
+                // What else has arrived is applied in the same turn, at
+                // one reading of the clock.
+                let now = shared.now();
                 let mut next = msg;
                 let mut applied = 0;
                 while let Some(msg) = next {
                     if let Msg::Done { job, attempt, outcome } = msg {
-                        running.remove(&job);
-                        report(&shared, job, attempt, outcome);
+                        if let Some(slot) = running.get_mut(job.0 as usize) {
+                            *slot = None;
+                        }
+                        report(&shared, job, attempt, outcome, now);
                     }
                     applied += 1;
                     next = if applied < 1024 { rx.try_recv().ok() } else { None };
@@ -392,14 +412,24 @@ async fn drive(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Msg>, engine
                 };
                 let mut tasks = Vec::with_capacity(begun.len());
                 for (attempt, path, permit) in begun {
-                    let cancel = Cancellation::new();
-                    running.insert(attempt.job, cancel.clone());
+                    let cancel = if attempt.timeout.is_some() {
+                        let own = Cancellation::new();
+                        let slot = attempt.job.0 as usize;
+                        if running.len() <= slot {
+                            running.resize(slot + 1, None);
+                        }
+                        running[slot] = Some(own.clone());
+                        own
+                    } else {
+                        stop_all.clone()
+                    };
                     shared.publish(ProjectEvent::Started {
                         path: path.clone(),
-                        function: attempt.func.to_string(),
+                        function: attempt.func.clone(),
                         attempt: attempt.number,
                     });
-                    tasks.extend(start(&shared, engine.registry, attempt, path, cancel, permit));
+                    let job = Start { attempt, path, cancel, permit };
+                    tasks.extend(start(&shared, engine.registry, job, &progress));
                 }
                 crate::pool::run_many(tasks);
             }
@@ -419,8 +449,7 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
 }
 
 /// Applies one attempt's outcome and publishes what it did.
-fn report(shared: &Shared, job: NodeId, attempt: u32, outcome: JobResult) {
-    let now = shared.now();
+fn report(shared: &Shared, job: NodeId, attempt: u32, outcome: JobResult, now: Time) {
     let mut run = shared.run();
     let path = run.path(job);
     let failed = outcome.as_ref().err().map(|f| f.message.clone());
@@ -432,21 +461,23 @@ fn report(shared: &Shared, job: NodeId, attempt: u32, outcome: JobResult) {
         tracing::info!(project = %shared.id, %path, %ignored, "report ignored");
         return;
     }
-    let (state, error) = run
-        .node(job)
-        .map(|n| (n.state(), n.error().unwrap_or_default().to_owned()))
-        .expect("the job exists");
+    let node = run.node(job).expect("the job exists");
+    let state = node.state();
+    if state == NodeState::Finished && failed.is_none() {
+        drop(run);
+        shared.publish(ProjectEvent::Finished { path });
+        return;
+    }
+    let error = node.error().unwrap_or_default().to_owned();
     drop(run);
     match state {
         NodeState::Finished => {
-            if failed.is_some() {
-                // An allowed failure: the job failed, and finished with null.
-                shared.publish(ProjectEvent::Failed {
-                    path: path.clone(),
-                    error,
-                    retrying: false,
-                });
-            }
+            // An allowed failure: the job failed, and finished with null.
+            shared.publish(ProjectEvent::Failed {
+                path: path.clone(),
+                error,
+                retrying: false,
+            });
             shared.publish(ProjectEvent::Finished { path });
         }
         state => shared.publish(ProjectEvent::Failed {
@@ -457,73 +488,84 @@ fn report(shared: &Shared, job: NodeId, attempt: u32, outcome: JobResult) {
     }
 }
 
-/// Runs one attempt in its own task and reports its outcome to the driver.
+/// An attempt the driver has begun, to start.
+struct Start {
+    attempt: Attempt,
+    path: Path,
+    cancel: Cancellation,
+    permit: OwnedSemaphorePermit,
+}
+
 /// Starts an attempt: a synchronous job without a timeout becomes a job
 /// pool task, returned for the caller to queue with others, which reports
 /// back (no async task of its own); anything else runs in a task.
 fn start(
     shared: &Arc<Shared>,
     registry: &'static Registry,
-    attempt: Attempt,
-    path: Path,
-    cancel: Cancellation,
-    permit: OwnedSemaphorePermit,
+    job: Start,
+    progress: &ProgressSink,
 ) -> Option<Box<dyn FnOnce() + Send>> {
-    if crate::exec::runs_on_pool(registry, &attempt.func, attempt.timeout) {
-        let Attempt {
-            job,
-            number,
-            func,
-            input,
-            kwargs,
-            ..
-        } = attempt;
-        let run = crate::exec::Run {
-            func: &func,
-            attempt: number,
-            project: shared.id.clone(),
-            path: path.clone(),
-            input,
-            kwargs,
-            timeout: None,
-        };
-        let progress = progress_of(shared, &path);
-        let body = crate::exec::prepare_blocking(registry, run, cancel, Some(progress));
-        let tx = shared.tx.clone();
-        let span = tracing::info_span!(
-            "job",
-            project = %shared.id,
-            path = %path,
-            function = %func,
-            attempt = number
-        );
-        return Some(Box::new(move || {
-            let outcome = span.in_scope(body);
-            drop(permit);
-            let _ = tx.send(Msg::Done {
-                job,
-                attempt: number,
-                outcome,
-            });
-        }));
-    }
-    tokio::spawn(execute(
-        shared.clone(),
-        registry,
+    let Start {
         attempt,
         path,
         cancel,
         permit,
-    ));
-    None
+    } = job;
+    if !crate::exec::runs_on_pool(registry, &attempt.func, attempt.timeout) {
+        tokio::spawn(execute(
+            shared.clone(),
+            registry,
+            attempt,
+            path,
+            cancel,
+            permit,
+            progress.clone(),
+        ));
+        return None;
+    }
+    let Attempt {
+        job,
+        number,
+        func,
+        input,
+        kwargs,
+        ..
+    } = attempt;
+    let span = tracing::info_span!(
+        "job",
+        project = %shared.id,
+        path = %path,
+        function = %func,
+        attempt = number
+    );
+    let run = crate::exec::Run {
+        func: &func,
+        attempt: number,
+        project: shared.id.clone(),
+        path,
+        input,
+        kwargs,
+        timeout: None,
+    };
+    let body = crate::exec::prepare_blocking(registry, run, cancel, Some(progress.clone()));
+    let tx = shared.tx.clone();
+    Some(Box::new(move || {
+        let outcome = span.in_scope(body);
+        drop(permit);
+        let _ = tx.send(Msg::Done {
+            job,
+            attempt: number,
+            outcome,
+        });
+    }))
 }
 
-/// Where a running job's progress goes: the project's events.
-fn progress_of(shared: &Arc<Shared>, path: &Path) -> crate::exec::Progress {
-    let (target, path) = (shared.clone(), path.clone());
-    Arc::new(move |value| {
+/// Where the project's running jobs send their progress: its events.
+fn progress_sink(shared: &Arc<Shared>) -> ProgressSink {
+    let target = shared.clone();
+    Arc::new(move |context: &JobContext, value| {
         target.publish(ProjectEvent::Progress {
-            path: path.clone(),
+            path: context.path().clone(),
             value,
         });
     })
@@ -536,6 +578,7 @@ async fn execute(
     path: Path,
     cancel: Cancellation,
     permit: OwnedSemaphorePermit,
+    progress: ProgressSink,
 ) {
     let span = tracing::info_span!(
         "job",
@@ -546,7 +589,7 @@ async fn execute(
     );
     let job = attempt.job;
     let number = attempt.number;
-    let outcome = call(&shared, registry, attempt, path, cancel)
+    let outcome = call(&shared, registry, attempt, path, cancel, progress)
         .instrument(span)
         .await;
     drop(permit);
@@ -563,8 +606,8 @@ async fn call(
     attempt: Attempt,
     path: Path,
     cancel: Cancellation,
+    progress: ProgressSink,
 ) -> JobResult {
-    let progress = progress_of(shared, &path);
     let run = crate::exec::Run {
         func: &attempt.func,
         attempt: attempt.number,

@@ -10,7 +10,7 @@ use rqm_core::{Call, Cancellation, Failure, Invocation, JobContext, JobResult, P
 use serde_json::{Map, Value};
 
 /// Where a job's progress reports go.
-pub(crate) type Progress = Arc<dyn Fn(Value) + Send + Sync>;
+pub(crate) type Progress = rqm_core::ProgressSink;
 
 /// One attempt to run.
 pub(crate) struct Run<'a> {
@@ -68,18 +68,20 @@ pub(crate) fn prepare_blocking(
             Call::Blocking(f) => Some((f, r.function.name)),
             Call::Async(_) => None,
         });
-    let func = run.func.to_owned();
-    let invocation = found.map(|(f, name)| (f, invocation(name, run, cancel, progress)));
+    // The message is only made for an attempt that cannot run here.
+    let invocation = match found {
+        Some((f, name)) => Ok((f, invocation(name, run, cancel, progress))),
+        None => Err(format!(
+            "`{}` cannot run as a pool task (an async function, a timeout, or not registered)",
+            run.func
+        )),
+    };
     move || match invocation {
-        Some((f, invocation)) => {
-            match std::panic::catch_unwind(AssertUnwindSafe(|| f(invocation))) {
-                Ok(outcome) => outcome,
-                Err(panic) => Err(panicked(&*panic)),
-            }
-        }
-        None => Err(Failure::permanent(format!(
-            "`{func}` cannot run as a pool task (an async function, a timeout, or not registered)"
-        ))),
+        Ok((f, invocation)) => match std::panic::catch_unwind(AssertUnwindSafe(|| f(invocation))) {
+            Ok(outcome) => outcome,
+            Err(panic) => Err(panicked(&*panic)),
+        },
+        Err(message) => Err(Failure::permanent(message)),
     }
 }
 

@@ -420,7 +420,7 @@ fn prepare<'b>(
     // Progress goes to the project's event stream, off the job's thread.
     let (engine, runtime) = (engine.clone(), tokio::runtime::Handle::current());
     let (id, node) = (begun.project.clone(), begun.node);
-    let progress: exec::Progress = Arc::new(move |value| {
+    let progress: exec::Progress = Arc::new(move |_: &rqm_core::JobContext, value| {
         let (engine, id) = (engine.clone(), id.clone());
         runtime.spawn(async move {
             if let Err(e) = engine.progress(&id, node, &value).await {
