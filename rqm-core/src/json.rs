@@ -687,12 +687,29 @@ fn count(ctx: &mut Ctx<'_>, key: Key, value: Value, min: u64) -> Option<u64> {
     }
 }
 
-/// A key of an object, read without allocating when it can be borrowed.
-struct KeyName(String);
+/// A key of an object, read without allocating when it can be borrowed
+/// (it has no escapes).
+struct KeyName<'de>(std::borrow::Cow<'de, str>);
 
-impl<'de> Deserialize<'de> for KeyName {
+impl<'de> Deserialize<'de> for KeyName<'de> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        String::deserialize(deserializer).map(KeyName)
+        struct KeyVisitor;
+        impl<'de> Visitor<'de> for KeyVisitor {
+            type Value = KeyName<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a key")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<KeyName<'de>, E> {
+                Ok(KeyName(std::borrow::Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<KeyName<'de>, E> {
+                Ok(KeyName(std::borrow::Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<KeyName<'de>, E> {
+                Ok(KeyName(std::borrow::Cow::Owned(v)))
+            }
+        }
+        deserializer.deserialize_str(KeyVisitor)
     }
 }
 

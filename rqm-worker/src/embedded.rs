@@ -339,6 +339,10 @@ async fn drive(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Msg>, engine
     // it alone on expiry), by job id.
     let mut running: Vec<Option<Cancellation>> = Vec::new();
     let progress = progress_sink(&shared);
+    let mut functions = Functions {
+        registry: engine.registry,
+        last: None,
+    };
     loop {
         let (settled, timeout) = {
             let mut run = shared.run();
@@ -398,20 +402,13 @@ async fn drive(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Msg>, engine
                         Err(_) => break,
                     }
                 }
-                let begun: Vec<_> = {
-                    let mut run = shared.run();
-                    let now = shared.now();
-                    permits
-                        .into_iter()
-                        .filter_map(|permit| {
-                            let job = ready.pop_front()?;
-                            let attempt = run.begin(job, now).ok()?;
-                            Some((attempt, run.path(job), permit))
-                        })
-                        .collect()
-                };
-                let mut tasks = Vec::with_capacity(begun.len());
-                for (attempt, path, permit) in begun {
+                let mut tasks = Vec::with_capacity(permits.len());
+                let mut run = shared.run();
+                let now = shared.now();
+                for permit in permits {
+                    let Some(job) = ready.pop_front() else { break };
+                    let Ok(attempt) = run.begin(job, now) else { continue };
+                    let path = run.path(job);
                     let cancel = if attempt.timeout.is_some() {
                         let own = Cancellation::new();
                         let slot = attempt.job.0 as usize;
@@ -428,9 +425,17 @@ async fn drive(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Msg>, engine
                         function: attempt.func.clone(),
                         attempt: attempt.number,
                     });
+                    let pooled = match attempt.timeout {
+                        None => functions.pool_function(&attempt.func),
+                        Some(_) => None,
+                    };
                     let job = Start { attempt, path, cancel, permit };
-                    tasks.extend(start(&shared, engine.registry, job, &progress));
+                    match pooled {
+                        Some(function) => tasks.push(pool_task(&shared, function, job, &progress)),
+                        None => spawn(&shared, engine.registry, job, &progress),
+                    }
                 }
+                drop(run);
                 crate::pool::run_many(tasks);
             }
             () = sleep_until(wake_at), if wake_at.is_some() => {
@@ -496,33 +501,40 @@ struct Start {
     permit: OwnedSemaphorePermit,
 }
 
-/// Starts an attempt: a synchronous job without a timeout becomes a job
-/// pool task, returned for the caller to queue with others, which reports
-/// back (no async task of its own); anything else runs in a task.
-fn start(
-    shared: &Arc<Shared>,
+/// Which registered functions run on the job pool, looked up once for a
+/// run of attempts of one function (the run's function names are shared).
+struct Functions {
     registry: &'static Registry,
+    last: Option<(Arc<str>, Option<crate::exec::PoolFunction>)>,
+}
+
+impl Functions {
+    fn pool_function(&mut self, func: &Arc<str>) -> Option<crate::exec::PoolFunction> {
+        match &self.last {
+            Some((name, found)) if Arc::ptr_eq(name, func) => *found,
+            _ => {
+                let found = crate::exec::pool_function(self.registry, func, None);
+                self.last = Some((func.clone(), found));
+                found
+            }
+        }
+    }
+}
+
+/// A synchronous job without a timeout, as a job pool task (no async task
+/// of its own) for the caller to queue with others; it reports back.
+fn pool_task(
+    shared: &Arc<Shared>,
+    function: crate::exec::PoolFunction,
     job: Start,
     progress: &ProgressSink,
-) -> Option<Box<dyn FnOnce() + Send>> {
+) -> Box<dyn FnOnce() + Send> {
     let Start {
         attempt,
         path,
         cancel,
         permit,
     } = job;
-    if !crate::exec::runs_on_pool(registry, &attempt.func, attempt.timeout) {
-        tokio::spawn(execute(
-            shared.clone(),
-            registry,
-            attempt,
-            path,
-            cancel,
-            permit,
-            progress.clone(),
-        ));
-        return None;
-    }
     let Attempt {
         job,
         number,
@@ -547,9 +559,9 @@ fn start(
         kwargs,
         timeout: None,
     };
-    let body = crate::exec::prepare_blocking(registry, run, cancel, Some(progress.clone()));
+    let body = crate::exec::prepare_blocking(function, run, cancel, Some(progress.clone()));
     let tx = shared.tx.clone();
-    Some(Box::new(move || {
+    Box::new(move || {
         let outcome = span.in_scope(body);
         drop(permit);
         let _ = tx.send(Msg::Done {
@@ -557,7 +569,26 @@ fn start(
             attempt: number,
             outcome,
         });
-    }))
+    })
+}
+
+/// Any other attempt, in a task of its own.
+fn spawn(shared: &Arc<Shared>, registry: &'static Registry, job: Start, progress: &ProgressSink) {
+    let Start {
+        attempt,
+        path,
+        cancel,
+        permit,
+    } = job;
+    tokio::spawn(execute(
+        shared.clone(),
+        registry,
+        attempt,
+        path,
+        cancel,
+        permit,
+        progress.clone(),
+    ));
 }
 
 /// Where the project's running jobs send their progress: its events.

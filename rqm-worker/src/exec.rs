@@ -23,14 +23,33 @@ pub(crate) struct Run<'a> {
     pub(crate) timeout: Option<Duration>,
 }
 
-/// Whether an attempt of `func` with `timeout` can run as a job pool task
-/// of its own ([`prepare_blocking`]): a synchronous function without a
-/// timeout. Anything else goes through [`call`].
-pub(crate) fn runs_on_pool(registry: &Registry, func: &str, timeout: Option<Duration>) -> bool {
-    timeout.is_none()
-        && registry
-            .get(func)
-            .is_some_and(|r| matches!(r.function.call, Call::Blocking(_)))
+/// A function an attempt can run as a job pool task of its own with
+/// ([`prepare_blocking`]): a synchronous one, called without a timeout.
+#[derive(Clone, Copy)]
+pub(crate) struct PoolFunction {
+    f: fn(Invocation) -> JobResult,
+    name: &'static str,
+}
+
+/// The function an attempt of `func` with `timeout` runs on the job pool
+/// with, if it can: a synchronous function without a timeout. Anything else
+/// goes through [`call`].
+pub(crate) fn pool_function(
+    registry: &'static Registry,
+    func: &str,
+    timeout: Option<Duration>,
+) -> Option<PoolFunction> {
+    if timeout.is_some() {
+        return None;
+    }
+    let registered = registry.get(func)?;
+    match registered.function.call {
+        Call::Blocking(f) => Some(PoolFunction {
+            f,
+            name: registered.function.name,
+        }),
+        Call::Async(_) => None,
+    }
 }
 
 /// The invocation of `run`'s function, with its context.
@@ -51,37 +70,20 @@ fn invocation(
     }
 }
 
-/// A synchronous function's attempt without a timeout, ready to run on any
-/// thread: what [`call`] would do, without a task of its own, for engines
-/// that run many short jobs (see `pool`). For attempts [`runs_on_pool`]
-/// allows; any other fails, saying so.
+/// An attempt of a [`PoolFunction`], ready to run on any thread: what
+/// [`call`] would do, without a task of its own, for engines that run many
+/// short jobs (see `pool`).
 pub(crate) fn prepare_blocking(
-    registry: &'static Registry,
+    function: PoolFunction,
     run: Run<'_>,
     cancel: Cancellation,
     progress: Option<Progress>,
 ) -> impl FnOnce() -> JobResult + Send + 'static {
-    let found = registry
-        .get(run.func)
-        .filter(|_| run.timeout.is_none())
-        .and_then(|r| match r.function.call {
-            Call::Blocking(f) => Some((f, r.function.name)),
-            Call::Async(_) => None,
-        });
-    // The message is only made for an attempt that cannot run here.
-    let invocation = match found {
-        Some((f, name)) => Ok((f, invocation(name, run, cancel, progress))),
-        None => Err(format!(
-            "`{}` cannot run as a pool task (an async function, a timeout, or not registered)",
-            run.func
-        )),
-    };
-    move || match invocation {
-        Ok((f, invocation)) => match std::panic::catch_unwind(AssertUnwindSafe(|| f(invocation))) {
-            Ok(outcome) => outcome,
-            Err(panic) => Err(panicked(&*panic)),
-        },
-        Err(message) => Err(Failure::permanent(message)),
+    let PoolFunction { f, name } = function;
+    let invocation = invocation(name, run, cancel, progress);
+    move || match std::panic::catch_unwind(AssertUnwindSafe(|| f(invocation))) {
+        Ok(outcome) => outcome,
+        Err(panic) => Err(panicked(&*panic)),
     }
 }
 

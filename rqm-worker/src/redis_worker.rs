@@ -113,9 +113,9 @@ impl Launch {
             let _ = done.send((begun, outcome));
         };
         let timeout = begun.job.timeout_ms.map(Duration::from_millis);
-        if exec::runs_on_pool(registry, &begun.job.func, timeout) {
+        if let Some(function) = exec::pool_function(registry, &begun.job.func, timeout) {
             let (run, span, progress) = prepare(&engine, &begun);
-            let body = exec::prepare_blocking(registry, run, cancel, Some(progress));
+            let body = exec::prepare_blocking(function, run, cancel, Some(progress));
             return Some(Box::new(move || {
                 let outcome = span.in_scope(body);
                 finish(begun, outcome);
