@@ -307,6 +307,7 @@ pub struct Run {
     opts: Vec<Opts>,
     opt_ids: HashMap<Opts, u32>,
     last_opts: Option<(u32, JobOptions, u32)>,
+    last_func: Option<(Arc<str>, u32)>,
     kwargs: HashMap<u32, Map<String, Value>>,
     errors: HashMap<u32, String>,
     ready: VecDeque<NodeId>,
@@ -361,6 +362,7 @@ impl Run {
             opts: Vec::new(),
             opt_ids: HashMap::new(),
             last_opts: None,
+            last_func: None,
             kwargs: HashMap::new(),
             errors: HashMap::new(),
             ready: VecDeque::new(),
@@ -845,7 +847,14 @@ impl Run {
     }
 
     fn intern_func(&mut self, name: &str) -> u32 {
+        // Lists of like jobs: the last function again.
+        if let Some(&(ref last, id)) = self.last_func.as_ref()
+            && **last == *name
+        {
+            return id;
+        }
         if let Some(&id) = self.func_ids.get(name) {
+            self.last_func = Some((self.funcs[id as usize].0.clone(), id));
             return id;
         }
         let name: Arc<str> = Arc::from(name);
@@ -856,6 +865,7 @@ impl Run {
             .and_then(|c| c.defaults(&name).cloned());
         let id = self.funcs.len() as u32;
         self.funcs.push((name.clone(), defaults));
+        self.last_func = Some((name.clone(), id));
         self.func_ids.insert(name, id);
         id
     }

@@ -67,6 +67,9 @@ pub(crate) struct Checker<'a> {
     /// Nodes counted so far, including those that existed before.
     nodes: usize,
     too_many: bool,
+    /// The function the last job checked named, when the catalog has it:
+    /// lists of like jobs look it up once.
+    known: String,
 }
 
 struct Frame<'n> {
@@ -89,6 +92,7 @@ impl<'a> Checker<'a> {
             errors: Vec::new(),
             nodes: existing,
             too_many: false,
+            known: String::new(),
         }
     }
 
@@ -207,7 +211,7 @@ impl<'a> Checker<'a> {
         if spec.func.is_empty() {
             return;
         }
-        if catalog.defaults(&spec.func).is_none() {
+        if spec.func != self.known && catalog.defaults(&spec.func).is_none() {
             self.errors.push(ValidationError::new(
                 path(),
                 Some("func"),
@@ -217,6 +221,9 @@ impl<'a> Checker<'a> {
                 ),
             ));
             return;
+        }
+        if spec.func != self.known {
+            self.known.clone_from(&spec.func);
         }
         let args = match &spec.input {
             Input::Previous => return,

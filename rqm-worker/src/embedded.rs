@@ -225,6 +225,9 @@ enum Msg {
         job: NodeId,
         attempt: u32,
         outcome: JobResult,
+        /// The attempt's permit, when the driver is to free it: freed
+        /// together with the others of its turn, in one step.
+        permit: Option<OwnedSemaphorePermit>,
     },
     Wake,
 }
@@ -381,26 +384,32 @@ async fn drive(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Msg>, engine
                 let now = shared.now();
                 let mut next = msg;
                 let mut applied = 0;
+                let mut freed: Option<OwnedSemaphorePermit> = None;
                 while let Some(msg) = next {
-                    if let Msg::Done { job, attempt, outcome } = msg {
+                    if let Msg::Done { job, attempt, outcome, permit } = msg {
                         if let Some(slot) = running.get_mut(job.0 as usize) {
                             *slot = None;
                         }
                         report(&shared, job, attempt, outcome, now);
+                        match (&mut freed, permit) {
+                            (Some(all), Some(permit)) => all.merge(permit),
+                            (all, permit) => *all = all.take().or(permit),
+                        }
                     }
                     applied += 1;
                     next = if applied < 1024 { rx.try_recv().ok() } else { None };
                 }
+                drop(freed);
             },
             permit = engine.permits.clone().acquire_owned(), if !ready.is_empty() => {
                 // One permit came free; more may be: begin as many ready jobs
                 // as there are, under one lock of the run.
                 let mut permits = vec![permit.expect("the engine's semaphore is never closed")];
-                while permits.len() < ready.len().min(BEGIN_BATCH) {
-                    match engine.permits.clone().try_acquire_owned() {
-                        Ok(permit) => permits.push(permit),
-                        Err(_) => break,
-                    }
+                let more = (ready.len().min(BEGIN_BATCH) - 1).min(engine.permits.available_permits());
+                if more > 0
+                    && let Ok(mut all) = engine.permits.clone().try_acquire_many_owned(more as u32)
+                {
+                    permits.extend(std::iter::from_fn(|| all.split(1)));
                 }
                 let mut tasks = Vec::with_capacity(permits.len());
                 let mut run = shared.run();
@@ -563,11 +572,11 @@ fn pool_task(
     let tx = shared.tx.clone();
     Box::new(move || {
         let outcome = span.in_scope(body);
-        drop(permit);
         let _ = tx.send(Msg::Done {
             job,
             attempt: number,
             outcome,
+            permit: Some(permit),
         });
     })
 }
@@ -628,6 +637,7 @@ async fn execute(
         job,
         attempt: number,
         outcome,
+        permit: None,
     });
 }
 
