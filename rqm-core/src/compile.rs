@@ -105,15 +105,49 @@ fn open_group<S: GraphSink>(sink: &mut S, node: u32) -> ListTail {
 /// Compiles a project: the root group, node 0, whose start has nothing
 /// pending, and its list `jobs`. Returns the number of nodes made.
 pub fn compile_root<S: GraphSink>(sink: &mut S, jobs: Vec<Node>) -> u32 {
-    let tail = open_group(sink, 0);
-    let place = Place {
-        parent: NO_PARENT,
-        index: 0,
-        blocking: false,
-        previous: false,
-    };
-    sink.group(0, place, tail.gate, tail.end, jobs.len());
-    compile_append(sink, 0, tail, jobs, 1)
+    let len = jobs.len();
+    let mut root = RootCompiler::start(sink, len);
+    root.push(sink, jobs);
+    root.finish(sink)
+}
+
+/// Compiles a project's root list in parts, as it is read: each part goes
+/// onto the end of the list, and the sink sees what [`compile_root`] of
+/// the whole list would show it.
+#[derive(Debug)]
+pub struct RootCompiler {
+    tail: ListTail,
+    next_node: u32,
+}
+
+impl RootCompiler {
+    /// Opens the root group, node 0, whose list will hold about `len` nodes
+    /// (a hint).
+    pub fn start<S: GraphSink>(sink: &mut S, len: usize) -> RootCompiler {
+        let tail = open_group(sink, 0);
+        let place = Place {
+            parent: NO_PARENT,
+            index: 0,
+            blocking: false,
+            previous: false,
+        };
+        sink.group(0, place, tail.gate, tail.end, len);
+        RootCompiler { tail, next_node: 1 }
+    }
+
+    /// Compiles the next part of the root list.
+    pub fn push<S: GraphSink>(&mut self, sink: &mut S, nodes: Vec<Node>) {
+        let (next, tail) = compile_list(sink, 0, self.tail, nodes, self.next_node, false);
+        self.next_node = next;
+        self.tail = tail;
+    }
+
+    /// Ends the root list; returns the number of nodes made, the root
+    /// included.
+    pub fn finish<S: GraphSink>(self, sink: &mut S) -> u32 {
+        sink.tail(0, self.tail);
+        self.next_node
+    }
 }
 
 /// Compiles `nodes` onto the end of `group`'s list, whose tail is `tail`,
@@ -124,8 +158,22 @@ pub fn compile_append<S: GraphSink>(
     group: u32,
     tail: ListTail,
     nodes: Vec<Node>,
-    mut next_node: u32,
+    next_node: u32,
 ) -> u32 {
+    compile_list(sink, group, tail, nodes, next_node, true).0
+}
+
+/// [`compile_append`], giving the list's final tail too, which the sink is
+/// told of when `report` is set.
+fn compile_list<S: GraphSink>(
+    sink: &mut S,
+    group: u32,
+    tail: ListTail,
+    nodes: Vec<Node>,
+    mut next_node: u32,
+    report: bool,
+) -> (u32, ListTail) {
+    let mut outer = tail;
     struct Frame {
         group: u32,
         tail: ListTail,
@@ -139,6 +187,12 @@ pub fn compile_append<S: GraphSink>(
     while let Some(frame) = stack.last_mut() {
         let Some(node) = frame.nodes.next() else {
             let done = stack.pop().expect("a frame is open");
+            if stack.is_empty() {
+                outer = done.tail;
+                if !report {
+                    continue;
+                }
+            }
             sink.tail(done.group, done.tail);
             continue;
         };
@@ -185,7 +239,7 @@ pub fn compile_append<S: GraphSink>(
             });
         }
     }
-    next_node
+    (next_node, outer)
 }
 
 #[cfg(test)]

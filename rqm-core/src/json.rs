@@ -51,24 +51,17 @@ pub fn parse_project(
     catalog: Option<&dyn Catalog>,
 ) -> Result<Project, Rejection> {
     if json.len() > limits.max_bytes {
-        return Err(Rejection {
-            errors: vec![ValidationError::new(
-                Path::root(),
-                Some("max_bytes"),
-                format!(
-                    "the project is {} bytes of JSON, more than the configured limit of {} bytes",
-                    json.len(),
-                    limits.max_bytes
-                ),
-            )],
-        });
+        return Err(too_big(json.len(), limits));
     }
     let mut ctx = Ctx::new(limits);
     let mut de = serde_json::Deserializer::from_slice(json);
     de.disable_recursion_limit();
-    let parsed = ProjectSeed { ctx: &mut ctx }
-        .deserialize(&mut de)
-        .and_then(|project| de.end().map(|()| project));
+    let parsed = ProjectSeed {
+        ctx: &mut ctx,
+        parts: None,
+    }
+    .deserialize(&mut de)
+    .and_then(|project| de.end().map(|()| project));
     let mut errors = match parsed {
         Ok(project) => {
             let mut checker = Checker::new(limits, catalog, 0);
@@ -84,6 +77,100 @@ pub fn parse_project(
     };
     errors.sort_by(|a, b| a.path.cmp(&b.path));
     Err(Rejection { errors })
+}
+
+/// Reads a project from its JSON text as [`parse_project`] does, handing
+/// the root list to `part` as it is read, in parts of up to `part_len`
+/// nodes, in order, each checked (every rule, the limits, the catalog)
+/// before it is handed over; no whole tree is held. Once an error is
+/// found no more parts are handed over, reading goes on to find every
+/// error, and the result is the rejection: what the caller made of the
+/// parts it had must then be dropped.
+pub fn parse_project_parts(
+    json: &[u8],
+    limits: &Limits,
+    catalog: Option<&dyn Catalog>,
+    part_len: usize,
+    part: &mut dyn FnMut(Vec<Node>),
+) -> Result<(), Rejection> {
+    if json.len() > limits.max_bytes {
+        return Err(too_big(json.len(), limits));
+    }
+    let mut ctx = Ctx::new(limits);
+    let mut de = serde_json::Deserializer::from_slice(json);
+    de.disable_recursion_limit();
+    let mut parts = Parts {
+        len: part_len.max(1),
+        checker: Checker::new(limits, catalog, 0),
+        sink: part,
+    };
+    let parsed = ProjectSeed {
+        ctx: &mut ctx,
+        parts: Some(&mut parts),
+    }
+    .deserialize(&mut de)
+    .and_then(|_| de.end());
+    let mut errors = match parsed {
+        Ok(()) => {
+            let mut errors = ctx.errors;
+            errors.extend(parts.checker.take_errors());
+            if errors.is_empty() {
+                return Ok(());
+            }
+            errors
+        }
+        Err(e) => ctx.into_errors_after(&e),
+    };
+    errors.sort_by(|a, b| a.path.cmp(&b.path));
+    Err(Rejection { errors })
+}
+
+fn too_big(bytes: usize, limits: &Limits) -> Rejection {
+    Rejection {
+        errors: vec![ValidationError::new(
+            Path::root(),
+            Some("max_bytes"),
+            format!(
+                "the project is {bytes} bytes of JSON, more than the configured limit of {} bytes",
+                limits.max_bytes
+            ),
+        )],
+    }
+}
+
+/// Where [`parse_project_parts`] hands the root list.
+struct Parts<'p, 'a> {
+    len: usize,
+    checker: Checker<'a>,
+    sink: &'p mut dyn FnMut(Vec<Node>),
+}
+
+/// What a list being read hands its parts to.
+trait PartSink {
+    /// Nodes per part.
+    fn part_len(&self) -> usize;
+    /// Takes the part of the list from index `first` on.
+    fn hand(&mut self, ctx: &Ctx<'_>, nodes: Vec<Node>, first: u32);
+}
+
+impl PartSink for Parts<'_, '_> {
+    fn part_len(&self) -> usize {
+        self.len
+    }
+
+    /// Checks the part of the root list from `first` on, and hands it over
+    /// while the project is clean.
+    fn hand(&mut self, ctx: &Ctx<'_>, nodes: Vec<Node>, first: u32) {
+        if nodes.is_empty() {
+            return;
+        }
+        let clean = ctx.errors.is_empty() && self.checker.clean();
+        self.checker
+            .check_list(&nodes, &Path::root(), first, first > 0, 1);
+        if clean && self.checker.clean() {
+            (self.sink)(nodes);
+        }
+    }
 }
 
 /// Reads a job's output in its JSON form, `{"result": …, "addJobs": …}`
@@ -165,11 +252,13 @@ impl<'l> Ctx<'l> {
     }
 }
 
-struct ProjectSeed<'c, 'l> {
+struct ProjectSeed<'c, 'l, 'p> {
     ctx: &'c mut Ctx<'l>,
+    /// Where the root list goes as it is read, if not into the project.
+    parts: Option<&'p mut dyn PartSink>,
 }
 
-impl<'de> DeserializeSeed<'de> for ProjectSeed<'_, '_> {
+impl<'de> DeserializeSeed<'de> for ProjectSeed<'_, '_, '_> {
     type Value = Project;
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Project, D::Error> {
@@ -177,20 +266,21 @@ impl<'de> DeserializeSeed<'de> for ProjectSeed<'_, '_> {
     }
 }
 
-impl<'de> Visitor<'de> for ProjectSeed<'_, '_> {
+impl<'de> Visitor<'de> for ProjectSeed<'_, '_, '_> {
     type Value = Project;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a project: an object with a `jobs` list")
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Project, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<Project, A::Error> {
         let mut jobs = None;
         while let Some(key) = map.next_key::<String>()? {
             if key == "jobs" {
                 let list = map.next_value_seed(ListSeed {
                     ctx: &mut *self.ctx,
                     key: "jobs",
+                    parts: self.parts.as_mut().map(|p| &mut **p as &mut dyn PartSink),
                 })?;
                 if jobs.replace(list).is_some() {
                     self.ctx.error(Some("jobs"), "key `jobs` appears twice");
@@ -225,12 +315,15 @@ impl<'de> Visitor<'de> for ProjectSeed<'_, '_> {
 }
 
 /// A list of nodes, the value of a `jobs` key.
-struct ListSeed<'c, 'l> {
+struct ListSeed<'c, 'l, 'p> {
     ctx: &'c mut Ctx<'l>,
     key: &'static str,
+    /// The root list's parts go here as they are read (then the list
+    /// returned is empty).
+    parts: Option<&'p mut dyn PartSink>,
 }
 
-impl<'de> DeserializeSeed<'de> for ListSeed<'_, '_> {
+impl<'de> DeserializeSeed<'de> for ListSeed<'_, '_, '_> {
     type Value = Vec<Node>;
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Vec<Node>, D::Error> {
@@ -238,15 +331,16 @@ impl<'de> DeserializeSeed<'de> for ListSeed<'_, '_> {
     }
 }
 
-impl<'de> Visitor<'de> for ListSeed<'_, '_> {
+impl<'de> Visitor<'de> for ListSeed<'_, '_, '_> {
     type Value = Vec<Node>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a list of nodes")
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<Node>, A::Error> {
+    fn visit_seq<A: SeqAccess<'de>>(mut self, mut seq: A) -> Result<Vec<Node>, A::Error> {
         let mut nodes = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
+        let mut first = 0;
         for index in 0u32.. {
             self.ctx.path.push(index);
             let next = seq.next_element_seed(NodeSeed {
@@ -257,6 +351,16 @@ impl<'de> Visitor<'de> for ListSeed<'_, '_> {
                 Some(node) => nodes.push(node),
                 None => break,
             }
+            if let Some(parts) = self.parts.as_mut()
+                && nodes.len() == parts.part_len()
+            {
+                parts.hand(self.ctx, std::mem::take(&mut nodes), first);
+                first = index + 1;
+            }
+        }
+        if let Some(parts) = self.parts {
+            parts.hand(self.ctx, nodes, first);
+            return Ok(Vec::new());
         }
         Ok(nodes)
     }
@@ -270,7 +374,7 @@ impl<'de> Visitor<'de> for ListSeed<'_, '_> {
     forward_scalars!(list_scalar);
 }
 
-impl ListSeed<'_, '_> {
+impl ListSeed<'_, '_, '_> {
     fn list_error(self, found: &str) {
         let key = self.key;
         self.ctx.error(
@@ -413,6 +517,7 @@ impl<'de> Visitor<'de> for NodeSeed<'_, '_> {
                 let list = map.next_value_seed(ListSeed {
                     ctx: &mut *ctx,
                     key: "jobs",
+                    parts: None,
                 })?;
                 fields.jobs.replace(list).is_some()
             } else {
@@ -848,7 +953,7 @@ fn skip_map<'de, A: MapAccess<'de>>(
     Ok(())
 }
 
-impl ProjectSeed<'_, '_> {
+impl ProjectSeed<'_, '_, '_> {
     fn project_scalar(self, found: &str) -> Project {
         self.ctx.error(
             None,
@@ -858,7 +963,7 @@ impl ProjectSeed<'_, '_> {
     }
 }
 
-impl ListSeed<'_, '_> {
+impl ListSeed<'_, '_, '_> {
     fn list_scalar(self, found: &str) -> Vec<Node> {
         self.list_error(found);
         Vec::new()
@@ -942,6 +1047,7 @@ impl<'de> Visitor<'de> for AddSeed<'_, '_> {
         ListSeed {
             ctx: self.ctx,
             key: "addJobs",
+            parts: None,
         }
         .visit_seq(seq)
     }
@@ -1033,7 +1139,11 @@ impl<'de> Deserialize<'de> for Project {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let limits = Limits::default();
         let mut ctx = Ctx::new(&limits);
-        let project = ProjectSeed { ctx: &mut ctx }.deserialize(deserializer);
+        let project = ProjectSeed {
+            ctx: &mut ctx,
+            parts: None,
+        }
+        .deserialize(deserializer);
         let project = match project {
             Ok(project) => project,
             Err(e) if ctx.fatal.is_none() => return Err(e),

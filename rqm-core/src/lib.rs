@@ -49,14 +49,15 @@ pub mod testing;
 mod validate;
 
 pub use compile::{
-    GraphSink, ListTail, NO_PARENT, NO_VERTEX, Place, Role, VertexId, compile_append, compile_root,
+    GraphSink, ListTail, NO_PARENT, NO_VERTEX, Place, Role, RootCompiler, VertexId, compile_append,
+    compile_root,
 };
 pub use error::{Ignored, Rejection, ValidationError};
 pub use job::{
     Call, Cancellation, InputCheck, Invocation, Job, JobContext, JobFunction, JobFuture, JobResult,
     Outcome, ProgressSink, Registered, Registry, RegistryError,
 };
-pub use json::{parse_output, parse_project};
+pub use json::{parse_output, parse_project, parse_project_parts};
 pub use model::{Input, JobOptions, JobSpec, Node, NodeKind, ParsePathError, Path, Project};
 pub use output::Output;
 pub use registry::{Backoff, Catalog, JobDefaults, bind_input};

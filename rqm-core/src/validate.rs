@@ -244,6 +244,11 @@ impl<'a> Checker<'a> {
     }
 
     /// Errors found so far, taken out.
+    /// Whether no error has been found so far.
+    pub(crate) fn clean(&self) -> bool {
+        self.errors.is_empty()
+    }
+
     pub(crate) fn take_errors(&mut self) -> Vec<ValidationError> {
         std::mem::take(&mut self.errors)
     }
