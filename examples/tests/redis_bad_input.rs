@@ -68,6 +68,60 @@ async fn refused_input_stores_nothing() {
     }
 }
 
+/// A project big enough to be read and sent in several parts: refused
+/// when its fault is in a late part (after earlier parts were sent), with
+/// nothing left behind; accepted and run whole when it has none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamed_submit_refused_late_leaves_nothing() {
+    let server = RedisServer::start();
+    let config = Config {
+        url: server.url(),
+        ..Config::default()
+    };
+    let engine = common::engine_with_worker(config, Limits::default()).await;
+    let mut conn = engine.dedicated().await.unwrap();
+    let before = dbsize(&mut conn).await;
+    let n = 25_000;
+    let jobs = |bad: Option<usize>| -> Vec<serde_json::Value> {
+        (0..n)
+            .map(|i| match bad {
+                Some(b) if b == i => serde_json::json!({"func": "noSuchJob", "args": i}),
+                _ => serde_json::json!({"func": "simpleTask", "args": i}),
+            })
+            .collect()
+    };
+    let late_fault = serde_json::to_vec(&serde_json::json!({"jobs": jobs(Some(24_000))})).unwrap();
+    let mut truncated = serde_json::to_vec(&serde_json::json!({"jobs": jobs(None)})).unwrap();
+    truncated.truncate(truncated.len() - 2);
+    let cases: [(&[u8], &str); 2] = [
+        (
+            &late_fault,
+            "at node 24000, key `func`: no worker registers a function named `noSuchJob`",
+        ),
+        (&truncated, "EOF"),
+    ];
+    for (json, expected) in cases {
+        match engine.submit_json(json).await {
+            Err(Error::Rejected(r)) => assert!(r.to_string().contains(expected), "{r}"),
+            other => panic!("expected a rejection naming {expected:?}, got {other:?}"),
+        }
+        assert_eq!(
+            dbsize(&mut conn).await,
+            before,
+            "a project refused part way left keys"
+        );
+    }
+    let good = serde_json::to_vec(&serde_json::json!({"jobs": jobs(None)})).unwrap();
+    let id = engine.submit_json(&good).await.unwrap();
+    let report = engine
+        .wait(&id, Some(Duration::from_secs(120)))
+        .await
+        .unwrap();
+    assert_eq!(report.status, "finished", "{:?}", report.error);
+    let expected: Vec<i64> = (0..n as i64).map(|i| 2 * i).collect();
+    assert_eq!(report.result, Some(serde_json::json!(expected)));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tampered_project_fails_alone() {
     let server = RedisServer::start();

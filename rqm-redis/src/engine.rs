@@ -9,8 +9,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use redis::aio::{ConnectionManager, MultiplexedConnection};
 use rqm_core::{
     Backoff, CancelOutcome, Catalog, FailedJob, Limits, Node, NodeId, NodeReport, NodeState, Path,
-    Project, Registry, Rejection, Report, StateCounts, Status, ValidationError, compile_append,
-    compile_root, parse_project, validate, validate_append,
+    Project, Registry, Rejection, Report, RootCompiler, StateCounts, Status, ValidationError,
+    compile_append, compile_root, parse_project, parse_project_parts, validate, validate_append,
 };
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -51,6 +51,8 @@ const UPLOAD_EXPIRY: i64 = 3600;
 /// Bytes sent in one pipeline of an upload, so that neither side holds the
 /// whole project twice.
 const BYTES_PER_PIPELINE: usize = 8 << 20;
+/// Root-list nodes per part of a streamed submit.
+const PART_NODES: usize = 10_000;
 
 /// Where a submit stops (tests stop it early, as a submitter that dies).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -430,9 +432,105 @@ impl RedisEngine {
     }
 
     /// Checks a JSON project (SPEC 8) and submits it.
+    ///
+    /// The project is streamed: read, checked and compiled in parts of its
+    /// root list on a thread of its own while the jobs already compiled are
+    /// sent, so that neither the whole tree nor all its jobs are held at
+    /// once; what is held whole is the graph's fixed-size records. Should
+    /// the project be rejected part way, what was sent is deleted (and
+    /// would expire within the hour anyway; it is never opened).
     pub async fn submit_json(&self, json: &[u8]) -> Result<String, Error> {
-        let project = parse_project(json, &self.limits, self.catalog().map(|c| c as _))?;
-        self.submit(project).await
+        if json.len() > self.limits.max_bytes {
+            // Refused before anything is copied.
+            parse_project(json, &self.limits, None)?;
+        }
+        let id = new_id();
+        let jb = self.keys.project(&id).key("jb");
+        let (json, limits, catalog) = (json.to_vec(), self.limits.clone(), self.catalog());
+        let (parts_tx, mut parts) = tokio::sync::mpsc::channel::<Vec<(u32, String)>>(2);
+        let (done_tx, done) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("rqm-submit".into())
+            .spawn(move || {
+                let mut upload = GraphUpload::new(0, 0, catalog, Vec::new());
+                let mut root = RootCompiler::start(&mut upload, 0);
+                let read = parse_project_parts(
+                    &json,
+                    &limits,
+                    catalog.map(|c| c as &dyn Catalog),
+                    PART_NODES,
+                    &mut |part| {
+                        root.push(&mut upload, part);
+                        let jobs = upload.take_jobs();
+                        // A submit that gave up stops listening; reading
+                        // goes on to the end, harmlessly.
+                        let _ = parts_tx.blocking_send(jobs);
+                    },
+                );
+                drop(parts_tx);
+                let _ = done_tx.send(read.map(|()| {
+                    let nodes = root.finish(&mut upload);
+                    (upload, nodes)
+                }));
+            })
+            .map_err(|e| Error::Submit(format!("cannot start its thread: {e}")))?;
+        let mut conn = self.conn.clone();
+        let mut rest = Sender::default();
+        let mut sent: Result<bool, Error> = Ok(false);
+        while let Some(jobs) = parts.recv().await {
+            if let Ok(created) = sent {
+                sent = self
+                    .send_jobs(&mut conn, &mut rest, &jb, &jobs, created)
+                    .await;
+            }
+        }
+        let sent = match sent {
+            Ok(created) => rest.finish(&mut conn).await.map(|()| created),
+            Err(e) => Err(e),
+        };
+        let compiled = done
+            .await
+            .map_err(|_| Error::Submit("its thread stopped without an answer".into()))?;
+        match (compiled, sent) {
+            (Err(rejection), sent) => {
+                if !matches!(sent, Ok(false)) {
+                    // Best effort: unopened, it expires within the hour.
+                    let _: Result<(), _> = redis::cmd("DEL").arg(&jb).query_async(&mut conn).await;
+                }
+                Err(Error::Rejected(rejection))
+            }
+            (Ok(_), Err(e)) => Err(e),
+            (Ok((upload, nodes)), Ok(_)) => self.store(id, upload, nodes, Step::Release).await,
+        }
+    }
+
+    /// Sends a part's job payloads; the first part creates the hash with
+    /// its expiry, in one MULTI. Returns whether the hash exists now.
+    async fn send_jobs(
+        &self,
+        conn: &mut ConnectionManager,
+        rest: &mut Sender,
+        jb: &str,
+        jobs: &[(u32, String)],
+        created: bool,
+    ) -> Result<bool, Error> {
+        let mut chunks = jobs.chunks(FIELDS_PER_COMMAND);
+        if !created {
+            let Some(head) = chunks.next() else {
+                return Ok(false);
+            };
+            let mut first = redis::pipe();
+            first.atomic();
+            first.hset_multiple(jb, head).ignore();
+            first.expire(jb, UPLOAD_EXPIRY).ignore();
+            let () = first.query_async(conn).await?;
+        }
+        for chunk in chunks {
+            rest.pipe.hset_multiple(jb, chunk).ignore();
+            let size = chunk.iter().map(|(_, p)| p.len() + 8).sum();
+            rest.sent(conn, size).await?;
+        }
+        Ok(true)
     }
 
     /// Checks `project` and stores it; workers see it only once all of it
@@ -460,6 +558,18 @@ impl RedisEngine {
         let id = new_id();
         let mut upload = GraphUpload::new(0, 0, self.catalog(), Vec::new());
         let nodes = compile_root(&mut upload, project.jobs);
+        self.store(id, upload, nodes, last).await
+    }
+
+    /// Stores a compiled project (its job payloads, or those not already
+    /// sent) and, up to `last`, opens and releases it.
+    async fn store(
+        &self,
+        id: String,
+        upload: GraphUpload<'_>,
+        nodes: u32,
+        last: Step,
+    ) -> Result<String, Error> {
         if let Some(error) = upload.error() {
             return Err(Error::Rejected(Rejection {
                 errors: vec![ValidationError {

@@ -41,6 +41,10 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// The thread reading a submitted project stopped without an answer
+    /// (it panicked): nothing of the project was opened.
+    #[error("reading the submitted project failed: {0}")]
+    Submit(String),
     /// A setting is not valid.
     #[error("invalid setting {name}: {reason}")]
     Config {

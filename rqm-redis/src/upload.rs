@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use rqm_core::{Catalog, GraphSink, Input, JobSpec, ListTail, NO_PARENT, Place, Role, VertexId};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use smallvec::SmallVec;
 
 /// Bytes per vertex record in `vx` (role and owner, edges); its pending
 /// count is apart, in `vp` (4 bytes), so that a run of vertices is one
@@ -76,7 +77,8 @@ pub struct GraphUpload<'c> {
     base_node: u32,
     catalog: Option<&'c (dyn Catalog + Sync)>,
     meta: Vec<u32>,
-    out: Vec<Vec<u32>>,
+    /// Each vertex's out-edges; most have one or two.
+    out: Vec<SmallVec<[u32; 2]>>,
     pending: Vec<u32>,
     external: Vec<(u32, u32)>,
     older_targets: Vec<u32>,
@@ -86,7 +88,6 @@ pub struct GraphUpload<'c> {
     children: BTreeMap<u32, Vec<u32>>,
     tails: BTreeMap<u32, ListTail>,
     queues: Vec<String>,
-    job_vertex: BTreeMap<u32, u32>,
     profiles: BTreeMap<String, String>,
     last_child: BTreeMap<u32, u32>,
     error: Option<String>,
@@ -131,7 +132,6 @@ impl<'c> GraphUpload<'c> {
             children: BTreeMap::new(),
             tails: BTreeMap::new(),
             queues,
-            job_vertex: BTreeMap::new(),
             profiles: BTreeMap::new(),
             last_child: BTreeMap::new(),
             error: None,
@@ -159,7 +159,8 @@ impl<'c> GraphUpload<'c> {
 
     /// The vertex of a new job node.
     pub fn job_vertex(&self, node: u32) -> Option<VertexId> {
-        self.job_vertex.get(&node).copied()
+        let rec = self.nodes.get(node.checked_sub(self.base_node)? as usize)?;
+        (rec.flags & 1 == 0).then_some(rec.vertex)
     }
 
     /// What went wrong, such as more than 255 queues in one project.
@@ -180,6 +181,12 @@ impl<'c> GraphUpload<'c> {
     /// Job payloads by node id.
     pub fn jobs(&self) -> &[(u32, String)] {
         &self.jobs
+    }
+
+    /// The jobs' payloads made so far, taken out: a streamed submit sends
+    /// them as they are made.
+    pub fn take_jobs(&mut self) -> Vec<(u32, String)> {
+        std::mem::take(&mut self.jobs)
     }
 
     /// New children of each group, the ones that existed included.
@@ -382,7 +389,7 @@ impl GraphSink for GraphUpload<'_> {
     fn vertex(&mut self, role: Role, owner: u32) -> VertexId {
         let id = self.base_vertex + self.meta.len() as VertexId;
         self.meta.push(role_bits(role) << 30 | owner);
-        self.out.push(Vec::new());
+        self.out.push(SmallVec::new());
         self.pending.push(0);
         id
     }
@@ -453,7 +460,6 @@ impl GraphSink for GraphUpload<'_> {
             0
         };
         self.jobs.push((node, payload));
-        self.job_vertex.insert(node, vertex);
         let rec = NodeRecord {
             parent: place.parent,
             index: place.index,
