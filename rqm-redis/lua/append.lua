@@ -10,9 +10,11 @@
 -- [6]: the new vertex records (vx), with their out-edges; [7]: what they
 -- wait for among themselves (vp); [8]: the new node records (nd); [9]: the
 -- new overflow edge blocks, from byte plan.edge_len of ed on; [10..]: the
--- new jobs' payloads, node and payload in turn. Edges from
--- older vertices are plan.edges (added unless their vertex fired);
--- plan.older_targets, one per edge from a new vertex to an older one.
+-- new jobs' payloads, node and payload in turn. Edges from older vertices
+-- (added unless their vertex fired) are plan.edges, `from, to` pairs, and
+-- plan.chains, {from, first block, last block, target runs}: chains of
+-- blocks in [9] to link on; plan.older_targets, one per edge from a new
+-- vertex to an older one.
 -- Returns {`ok`, `stale` or `conflict`, 1 if a release is left for later
 -- calls else 0}.
 local n, attempt = tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -62,6 +64,7 @@ end
 for g, tail in pairs(plan.tails) do redis.call('HSET', TL, g, tail) end
 local edges = plan.edges
 for i = 1, #edges, 2 do add_edge(edges[i], edges[i + 1]) end
+for _, c in ipairs(plan.chains or {}) do add_chain(c[1], c[2], c[3], c[4]) end
 for _, t in ipairs(plan.older_targets or {}) do cset(P, t, cget(P, t) + 1) end
 for _, e in ipairs(plan.unlease or {}) do unleased[#unleased + 1] = ID .. ':' .. e end
 results[n] = ARGV[4]
@@ -70,7 +73,7 @@ cset(TF, n, REL)
 event('finished', n)
 event('added', n, added_nodes)
 if added_vertices > 0 then
-  keep_backlog(settle(plan.next_vertex, plan.next_vertex + added_vertices - 1, H))
+  keep_backlog(settle(plan.next_vertex, plan.next_vertex + added_vertices - 1, H, plan.job_runs))
 end
 keep_backlog(finish_jobs({vertex_of}, H))
 return {'ok', flush() and 1 or 0}

@@ -283,13 +283,38 @@ end
 
 -- Settles vertices first..last: fires those with nothing pending, as
 -- rqm-core's graph does. Returns what is left.
-local function settle(first, last, h)
+-- `runs` ({first vertex, last vertex, first node, queue}, ...): runs of
+-- job vertices of consecutive nodes on one queue among them; one that
+-- waits on nothing is released as one substring.
+local function settle(first, last, h, runs)
   local raw = crange(P, first, last)
-  local zero = {}
-  for i = 0, last - first do
-    if struct.unpack('>i4', raw, 4 * i + 1) == 0 then zero[#zero + 1] = first + i end
+  local zero, whole = {}, {}
+  local ZERO = struct.pack('>i4', 0)
+  for _, r in ipairs(runs or {}) do
+    local a, b = r[1], r[2]
+    if a >= first and b <= last
+      and string.sub(raw, 4 * (a - first) + 1, 4 * (b - first + 1)) == string.rep(ZERO, b - a + 1) then
+      whole[#whole + 1] = r
+      zero[a] = b
+    end
   end
-  return release(zero, h)
+  local fire = {}
+  local i = 0
+  while i <= last - first do
+    local v = first + i
+    if zero[v] then
+      i = zero[v] - first + 1
+    else
+      if struct.unpack('>i4', raw, 4 * i + 1) == 0 then fire[#fire + 1] = v end
+      i = i + 1
+    end
+  end
+  for _, r in ipairs(whole) do
+    cfill(P, r[1], r[2], -1)
+    h.run(r[3], r[3] + r[2] - r[1], r[4])
+    spent = spent + math.ceil((r[2] - r[1] + 1) / 16)
+  end
+  return release(fire, h)
 end
 
 -- Marks finished job vertices fired and cascades. Returns what is left.
@@ -321,6 +346,31 @@ local function add_edge(from, to)
   redis.call('SETRANGE', VX, from * 20, struct.pack('>I4I4I4I4I4', meta, e1, e2, head, tail))
   invalidate(VS, from, from)
   cset(P, to, cget(P, to) + 1)
+end
+
+-- Links a chain of overflow blocks already in ED (offsets + 1 of its
+-- first and last) onto `from`'s edges, unless `from` has fired; each
+-- target of `runs` ({first, last}, ...) then waits for one more.
+local function add_chain(from, head, tail, runs)
+  if cget(P, from) == -2 then return end
+  local raw, at = raw_of(VS, from)
+  local meta, e1, e2, h0, t0 = struct.unpack('>I4I4I4I4I4', raw, at)
+  if h0 == 0 then
+    h0 = head
+  else
+    redis.call('SETRANGE', ED, t0 - 1 + 4, struct.pack('>I4', head))
+  end
+  redis.call('SETRANGE', VX, from * 20, struct.pack('>I4I4I4I4I4', meta, e1, e2, h0, tail))
+  invalidate(VS, from, from)
+  for _, r in ipairs(runs) do
+    local first, last = r[1], r[2]
+    local len = last - first + 1
+    if len > 1 and crange(P, first, last) == string.rep(struct.pack('>i4', 0), len) then
+      cfill(P, first, last, 1)
+    else
+      for t = first, last do cset(P, t, cget(P, t) + 1) end
+    end
+  end
 end
 
 -- The cursors left by a cascade, as text, and back.

@@ -245,7 +245,8 @@ pub struct Listed {
     pub id: String,
     /// Its status.
     pub status: String,
-    /// When it was submitted, ms since the epoch.
+    /// When it was submitted (stored and opened to workers), ms since the
+    /// epoch, by the server's clock; its nodes' times count from it.
     pub submitted_ms: u64,
 }
 
@@ -1227,11 +1228,6 @@ impl RedisEngine {
             let mut upload = GraphUpload::new(next_vertex, next_node, catalog, queues);
             upload.known_group(parent, parent_path.to_string(), last_child);
             compile_append(&mut upload, parent, tail, nodes.clone(), next_node);
-            let edges: Vec<u32> = upload
-                .external_edges()
-                .iter()
-                .flat_map(|&(from, to)| [from, to])
-                .collect();
             let children: HashMap<String, Vec<u32>> = upload
                 .children()
                 .iter()
@@ -1242,12 +1238,19 @@ impl RedisEngine {
                 .iter()
                 .map(|(g, t)| (g.to_string(), tail_text(t)))
                 .collect();
+            let (vx, vp, mut ed) = upload.vertex_bytes(edge_len);
+            // The chains of edges from older vertices go after the new
+            // vertices' blocks.
+            let external = upload.external_plan(edge_len + ed.len());
+            ed.extend_from_slice(&external.ed);
             let plan = serde_json::json!({
                 "parent": parent,
                 "tail": tail_text_now,
                 "next_node": next_node,
                 "next_vertex": next_vertex,
-                "edges": edges,
+                "edges": external.pairs,
+                "chains": external.chains,
+                "job_runs": upload.job_runs(),
                 "older_targets": upload.older_targets(),
                 "edge_len": edge_len,
                 "children": children,
@@ -1256,7 +1259,6 @@ impl RedisEngine {
                 "unlease": done,
                 "profiles": upload.profiles(),
             });
-            let (vx, vp, ed) = upload.vertex_bytes(edge_len);
             let nd = upload.node_bytes();
             let (outcome, more): (String, i64) = self
                 .script(&APPEND, id, upload.queues())

@@ -59,6 +59,19 @@ pub(crate) fn parse_tail(text: &str) -> Option<ListTail> {
     })
 }
 
+/// Edges from older vertices, as [`GraphUpload::external_plan`] makes them.
+#[derive(Debug, Default)]
+pub struct ExternalEdges {
+    /// `from, to` pairs, added one by one.
+    pub pairs: Vec<u32>,
+    /// `(from, first block, last block, target runs)`: chains of overflow
+    /// blocks (offsets + 1) to link onto `from`'s edges, and the runs of
+    /// their targets, `[first, last]`.
+    pub chains: Vec<(u32, u32, u32, Vec<[u32; 2]>)>,
+    /// The chains' blocks.
+    pub ed: Vec<u8>,
+}
+
 struct NodeRecord {
     parent: u32,
     index: u32,
@@ -205,6 +218,43 @@ impl<'c> GraphUpload<'c> {
         &self.external
     }
 
+    /// The edges from older vertices as the append script adds them, its
+    /// overflow blocks written at byte `edge_base` of the edge string on:
+    /// an older vertex with more than two new edges gets them as one chain
+    /// of blocks (ranges where the targets run on, so that the server
+    /// releases a run of jobs at once), linked in with a few writes; one
+    /// with one or two gets them one by one, into its free inline slots.
+    pub fn external_plan(&self, edge_base: usize) -> ExternalEdges {
+        let mut by_vertex: Vec<(u32, Vec<u32>)> = Vec::new();
+        let mut at: BTreeMap<u32, usize> = BTreeMap::new();
+        for &(from, to) in &self.external {
+            let k = *at.entry(from).or_insert_with(|| {
+                by_vertex.push((from, Vec::new()));
+                by_vertex.len() - 1
+            });
+            by_vertex[k].1.push(to);
+        }
+        let mut plan = ExternalEdges::default();
+        for (from, targets) in by_vertex {
+            if targets.len() <= 2 {
+                plan.pairs.extend(targets.iter().flat_map(|&t| [from, t]));
+                continue;
+            }
+            let (head, tail) = self.edge_blocks(&targets, edge_base + plan.ed.len(), &mut plan.ed);
+            // The targets as runs `first, last`, for the server to count
+            // each one's new wait (at once for a run that waits on nothing).
+            let mut runs: Vec<[u32; 2]> = Vec::new();
+            for &t in &targets {
+                match runs.last_mut() {
+                    Some(run) if run[1] + 1 == t => run[1] = t,
+                    _ => runs.push([t, t]),
+                }
+            }
+            plan.chains.push((from, head, tail, runs));
+        }
+        plan
+    }
+
     /// Older vertices that new ones have edges to, once per edge: each
     /// has one more to wait for. (The edges are in the new records.)
     pub fn older_targets(&self) -> &[u32] {
@@ -319,6 +369,40 @@ impl<'c> GraphUpload<'c> {
             }
         }
         first.map(|(o, q)| (o, u32::from(q)))
+    }
+
+    /// Runs of new job vertices of consecutive nodes on one queue, at
+    /// least `RANGE_MIN` long: `[first vertex, last vertex, first node,
+    /// queue]`. The server settles such a run that waits on nothing as one
+    /// substring and queues it as one entry.
+    pub fn job_runs(&self) -> Vec<[u32; 4]> {
+        let mut runs = Vec::new();
+        let mut open: Option<[u32; 4]> = None;
+        for (i, &meta) in self.meta.iter().enumerate() {
+            let v = self.base_vertex + i as u32;
+            let job = (meta >> 30 == 0)
+                .then_some(meta & 0x3fff_ffff)
+                .and_then(|owner| {
+                    let rec = self
+                        .nodes
+                        .get(owner.checked_sub(self.base_node)? as usize)?;
+                    Some((owner, u32::from(rec.queue)))
+                });
+            open = match (open, job) {
+                (Some(mut run), Some((owner, queue)))
+                    if run[1] + 1 == v && run[2] + (v - run[0]) == owner && run[3] == queue =>
+                {
+                    run[1] = v;
+                    Some(run)
+                }
+                (previous, job) => {
+                    runs.extend(previous.filter(|r| (r[1] - r[0] + 1) as usize >= RANGE_MIN));
+                    job.map(|(owner, queue)| [v, v, owner, queue])
+                }
+            };
+        }
+        runs.extend(open.filter(|r| (r[1] - r[0] + 1) as usize >= RANGE_MIN));
+        runs
     }
 
     /// The new vertices with nothing pending: where a fresh project's
