@@ -171,3 +171,50 @@ async fn a_half_stored_project_is_invisible_and_expires() {
         .unwrap();
     assert!(started.iter().all(|s| *s == 0), "a job of it was touched");
 }
+
+/// Jobs appended behind a barrier that is still running wait for it (they
+/// are linked onto its segment as one chain of edges) and then go as one
+/// run; jobs appended where their stretch has begun are queued at once as
+/// one run. Either way each runs once, in its place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appended_runs_wait_for_what_they_must_and_go_together() {
+    use examples::library::{add_jobs, sleep_ms};
+    let server = RedisServer::start();
+    let engine = common::engine_with_worker(config(&server), Limits::default()).await;
+    let n = 1000;
+    // addJobs appends behind the running barrier; the group's addJobs
+    // appends to a stretch that has begun.
+    let project = rqm_core::project![
+        add_jobs(n),
+        blocking sleep_ms(300),
+        [add_jobs(n)],
+    ];
+    let id = engine.submit(project).await.unwrap();
+    let report = engine
+        .wait(&id, Some(Duration::from_secs(60)))
+        .await
+        .unwrap();
+    assert_eq!(report.status, "finished", "{:?}", report.error);
+    let appended = |x: i64| (0..x).map(move |i| json!(2 * (2 * x + i)));
+    let n = n as i64;
+    let mut top = vec![json!(2 * n), json!(300)];
+    top.push(json!(
+        [2 * n]
+            .into_iter()
+            .map(|v| json!(v))
+            .chain(appended(n))
+            .collect::<Vec<_>>()
+    ));
+    top.extend(appended(n));
+    assert_eq!(report.result, Some(Value::Array(top)));
+    let barrier_done = report.node("1").unwrap().finished_us.unwrap();
+    for i in 3..3 + n {
+        let node = report.node(&i.to_string()).unwrap();
+        assert_eq!(node.attempts, 1, "node {i}");
+        assert!(
+            node.started_us.unwrap() >= barrier_done,
+            "appended node {i} started at {:?} us, before the barrier ended at {barrier_done} us",
+            node.started_us
+        );
+    }
+}
