@@ -19,6 +19,14 @@ fn main() {
     let args = Arguments::from_args();
     let dir = conformance::dir(env!("CARGO_MANIFEST_DIR"));
     let cases = conformance::load(&dir);
+    if args.list {
+        // Listing runs nothing: no server.
+        let trials = cases
+            .into_iter()
+            .map(|(name, _)| Trial::test(name, || Ok(())))
+            .collect();
+        libtest_mimic::run(&args, trials).exit();
+    }
     let server = RedisServer::start();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -44,6 +52,10 @@ fn main() {
     if conclusion.has_failed() {
         eprintln!("redis-server log:\n{}", server.log());
     }
+    // `exit` runs no destructors: stop the worker, then the server, first.
+    drop(engine);
+    drop(runtime);
+    drop(server);
     conclusion.exit();
 }
 
