@@ -50,7 +50,7 @@ const UPLOAD_EXPIRY: i64 = 3600;
 
 /// Bytes sent in one pipeline of an upload, so that neither side holds the
 /// whole project twice.
-const BYTES_PER_PIPELINE: usize = 8 << 20;
+const BYTES_PER_PIPELINE: usize = 2 << 20;
 /// Root-list nodes per part of a streamed submit.
 const PART_NODES: usize = 10_000;
 
