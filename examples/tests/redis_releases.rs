@@ -196,7 +196,6 @@ async fn appended_runs_wait_for_what_they_must_and_go_together() {
         .unwrap();
     assert_eq!(report.status, "finished", "{:?}", report.error);
     let appended = |x: i64| (0..x).map(move |i| json!(2 * (2 * x + i)));
-    let n = n as i64;
     let mut top = vec![json!(2 * n), json!(300)];
     top.push(json!(
         [2 * n]
