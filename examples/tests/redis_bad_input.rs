@@ -30,12 +30,28 @@ async fn dbsize(conn: &mut redis::aio::MultiplexedConnection) -> i64 {
     redis::cmd("DBSIZE").query_async(conn).await.unwrap()
 }
 
+/// Submits each case, expecting a rejection naming its text and no key
+/// left behind.
+async fn refused_leaving_nothing(engine: &RedisEngine, cases: &[(&[u8], &str)]) {
+    let mut conn = engine.dedicated().await.unwrap();
+    let before = dbsize(&mut conn).await;
+    for &(json, expected) in cases {
+        match engine.submit_json(json).await {
+            Err(Error::Rejected(r)) => assert!(r.to_string().contains(expected), "{r}"),
+            other => panic!("expected a rejection naming {expected:?}, got {other:?}"),
+        }
+        assert_eq!(
+            dbsize(&mut conn).await,
+            before,
+            "a refused project left keys ({expected})"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_input_stores_nothing() {
     let server = RedisServer::start();
     let engine = setup(&server, WEEK).await;
-    let mut conn = engine.dedicated().await.unwrap();
-    let before = dbsize(&mut conn).await;
     let oversize = format!(
         r#"{{"jobs": [{{"func": "echo", "args": "{}"}}]}}"#,
         "x".repeat(5000)
@@ -55,17 +71,7 @@ async fn refused_input_stores_nothing() {
             "more than the configured limit of 4096 bytes",
         ),
     ];
-    for (json, expected) in cases {
-        match engine.submit_json(json).await {
-            Err(Error::Rejected(r)) => assert!(r.to_string().contains(expected), "{r}"),
-            other => panic!("expected a rejection naming {expected:?}, got {other:?}"),
-        }
-        assert_eq!(
-            dbsize(&mut conn).await,
-            before,
-            "a refused project stored keys"
-        );
-    }
+    refused_leaving_nothing(&engine, &cases).await;
 }
 
 /// A project big enough to be read and sent in several parts: refused
@@ -79,8 +85,6 @@ async fn a_streamed_submit_refused_late_leaves_nothing() {
         ..Config::default()
     };
     let engine = common::engine_with_worker(config, Limits::default()).await;
-    let mut conn = engine.dedicated().await.unwrap();
-    let before = dbsize(&mut conn).await;
     let n = 25_000;
     let jobs = |bad: Option<usize>| -> Vec<serde_json::Value> {
         (0..n)
@@ -100,17 +104,7 @@ async fn a_streamed_submit_refused_late_leaves_nothing() {
         ),
         (&truncated, "EOF"),
     ];
-    for (json, expected) in cases {
-        match engine.submit_json(json).await {
-            Err(Error::Rejected(r)) => assert!(r.to_string().contains(expected), "{r}"),
-            other => panic!("expected a rejection naming {expected:?}, got {other:?}"),
-        }
-        assert_eq!(
-            dbsize(&mut conn).await,
-            before,
-            "a project refused part way left keys"
-        );
-    }
+    refused_leaving_nothing(&engine, &cases).await;
     let good = serde_json::to_vec(&serde_json::json!({"jobs": jobs(None)})).unwrap();
     let id = engine.submit_json(&good).await.unwrap();
     let report = engine

@@ -583,21 +583,7 @@ fn pool_task(
 
 /// Any other attempt, in a task of its own.
 fn spawn(shared: &Arc<Shared>, registry: &'static Registry, job: Start, progress: &ProgressSink) {
-    let Start {
-        attempt,
-        path,
-        cancel,
-        permit,
-    } = job;
-    tokio::spawn(execute(
-        shared.clone(),
-        registry,
-        attempt,
-        path,
-        cancel,
-        permit,
-        progress.clone(),
-    ));
+    tokio::spawn(execute(shared.clone(), registry, job, progress.clone()));
 }
 
 /// Where the project's running jobs send their progress: its events.
@@ -614,12 +600,15 @@ fn progress_sink(shared: &Arc<Shared>) -> ProgressSink {
 async fn execute(
     shared: Arc<Shared>,
     registry: &'static Registry,
-    attempt: Attempt,
-    path: Path,
-    cancel: Cancellation,
-    permit: OwnedSemaphorePermit,
+    job: Start,
     progress: ProgressSink,
 ) {
+    let Start {
+        attempt,
+        path,
+        cancel,
+        permit,
+    } = job;
     let span = tracing::info_span!(
         "job",
         project = %shared.id,
