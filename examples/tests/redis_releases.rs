@@ -217,3 +217,19 @@ async fn appended_runs_wait_for_what_they_must_and_go_together() {
         );
     }
 }
+
+/// A project with an empty root list, submitted as JSON (no part is read,
+/// so the streamed submit compiles nothing but the root), finishes at once
+/// with `[]`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_project_finishes_at_once() {
+    let server = RedisServer::start();
+    let engine = common::engine_with_worker(config(&server), Limits::default()).await;
+    let id = engine.submit_json(br#"{"jobs": []}"#).await.unwrap();
+    let report = engine
+        .wait(&id, Some(Duration::from_secs(10)))
+        .await
+        .unwrap();
+    assert_eq!(report.status, "finished", "{:?}", report.error);
+    assert_eq!(report.result, Some(json!([])));
+}
