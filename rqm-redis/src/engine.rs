@@ -505,8 +505,9 @@ impl RedisEngine {
         }
     }
 
-    /// Sends a part's job payloads; the first part creates the hash with
-    /// its expiry, in one MULTI. Returns whether the hash exists now.
+    /// Sends job payloads; unless `created`, the first of them create the
+    /// hash with its expiry, in one MULTI. Returns whether the hash exists
+    /// now.
     async fn send_jobs(
         &self,
         conn: &mut ConnectionManager,
@@ -637,18 +638,13 @@ impl RedisEngine {
             .map(|(g, t)| (*g, tail_text(t)))
             .collect();
         let profiles: Vec<(&String, &String)> = upload.profiles().iter().collect();
-        let (jb, ch, tl, pf) = (pk.key("jb"), pk.key("ch"), pk.key("tl"), pk.key("pf"));
-        let jobs = upload.jobs();
+        let (ch, tl, pf) = (pk.key("ch"), pk.key("tl"), pk.key("pf"));
         let heads = [
-            (&jb, jobs.len()),
             (&ch, children.len()),
             (&tl, tails.len()),
             (&pf, profiles.len()),
         ];
         let head = |len: usize| len.min(FIELDS_PER_COMMAND);
-        if !jobs.is_empty() {
-            first.hset_multiple(&jb, &jobs[..head(jobs.len())]).ignore();
-        }
         if !children.is_empty() {
             first
                 .hset_multiple(&ch, &children[..head(children.len())])
@@ -696,11 +692,9 @@ impl RedisEngine {
                 at += chunk.len();
             }
         }
-        for chunk in jobs[head(jobs.len())..].chunks(FIELDS_PER_COMMAND) {
-            rest.pipe.hset_multiple(&jb, chunk).ignore();
-            let size = chunk.iter().map(|(_, p)| p.len() + 8).sum();
-            rest.sent(&mut conn, size).await?;
-        }
+        // Payloads not sent yet (a streamed submit sent its own).
+        self.send_jobs(&mut conn, &mut rest, &pk.key("jb"), upload.jobs(), false)
+            .await?;
         for chunk in children[head(children.len())..].chunks(FIELDS_PER_COMMAND) {
             rest.pipe.hset_multiple(&ch, chunk).ignore();
             let size = chunk.iter().map(|(k, v)| k.len() + v.len()).sum();
