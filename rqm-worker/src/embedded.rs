@@ -225,9 +225,9 @@ enum Msg {
         job: NodeId,
         attempt: u32,
         outcome: JobResult,
-        /// The attempt's permit, when the driver is to free it: freed
-        /// together with the others of its turn, in one step.
-        permit: Option<OwnedSemaphorePermit>,
+        /// The attempt's permit, freed by the driver together with the
+        /// others of its turn, in one step.
+        permit: OwnedSemaphorePermit,
     },
     Wake,
 }
@@ -391,9 +391,9 @@ async fn drive(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Msg>, engine
                             *slot = None;
                         }
                         report(&shared, job, attempt, outcome, now);
-                        match (&mut freed, permit) {
-                            (Some(all), Some(permit)) => all.merge(permit),
-                            (all, permit) => *all = all.take().or(permit),
+                        match &mut freed {
+                            Some(all) => all.merge(permit),
+                            None => freed = Some(permit),
                         }
                     }
                     applied += 1;
@@ -405,12 +405,8 @@ async fn drive(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Msg>, engine
                 // One permit came free; more may be: begin as many ready jobs
                 // as there are, under one lock of the run.
                 let mut permits = vec![permit.expect("the engine's semaphore is never closed")];
-                let more = (ready.len().min(BEGIN_BATCH) - 1).min(engine.permits.available_permits());
-                if more > 0
-                    && let Ok(mut all) = engine.permits.clone().try_acquire_many_owned(more as u32)
-                {
-                    permits.extend(std::iter::from_fn(|| all.split(1)));
-                }
+                let more = ready.len().min(BEGIN_BATCH) - 1;
+                permits.extend(crate::exec::free_permits(&engine.permits, more));
                 let mut tasks = Vec::with_capacity(permits.len());
                 let mut run = shared.run();
                 let now = shared.now();
@@ -552,13 +548,7 @@ fn pool_task(
         kwargs,
         ..
     } = attempt;
-    let span = tracing::info_span!(
-        "job",
-        project = %shared.id,
-        path = %path,
-        function = %func,
-        attempt = number
-    );
+    let span = job_span(shared, &path, &func, number);
     let run = crate::exec::Run {
         func: &func,
         attempt: number,
@@ -576,9 +566,20 @@ fn pool_task(
             job,
             attempt: number,
             outcome,
-            permit: Some(permit),
+            permit,
         });
     })
+}
+
+/// An attempt's tracing span.
+fn job_span(shared: &Shared, path: &Path, func: &str, attempt: u32) -> tracing::Span {
+    tracing::info_span!(
+        "job",
+        project = %shared.id,
+        path = %path,
+        function = %func,
+        attempt
+    )
 }
 
 /// Any other attempt, in a task of its own.
@@ -609,24 +610,17 @@ async fn execute(
         cancel,
         permit,
     } = job;
-    let span = tracing::info_span!(
-        "job",
-        project = %shared.id,
-        path = %path,
-        function = %attempt.func,
-        attempt = attempt.number
-    );
+    let span = job_span(&shared, &path, &attempt.func, attempt.number);
     let job = attempt.job;
     let number = attempt.number;
     let outcome = call(&shared, registry, attempt, path, cancel, progress)
         .instrument(span)
         .await;
-    drop(permit);
     let _ = shared.tx.send(Msg::Done {
         job,
         attempt: number,
         outcome,
-        permit: None,
+        permit,
     });
 }
 

@@ -23,6 +23,22 @@ pub(crate) struct Run<'a> {
     pub(crate) timeout: Option<Duration>,
 }
 
+/// Up to `most` of `semaphore`'s free permits, one an attempt, taken in one
+/// step (one lock of the semaphore, not one a permit).
+pub(crate) fn free_permits(
+    semaphore: &Arc<tokio::sync::Semaphore>,
+    most: usize,
+) -> Vec<tokio::sync::OwnedSemaphorePermit> {
+    let n = most.min(semaphore.available_permits());
+    match u32::try_from(n).ok().filter(|&n| n > 0) {
+        Some(n) => match semaphore.clone().try_acquire_many_owned(n) {
+            Ok(mut all) => std::iter::from_fn(|| all.split(1)).collect(),
+            Err(_) => Vec::new(),
+        },
+        None => Vec::new(),
+    }
+}
+
 /// A function an attempt can run as a job pool task of its own with
 /// ([`prepare_blocking`]): a synchronous one, called without a timeout.
 #[derive(Clone, Copy)]

@@ -170,13 +170,7 @@ pub async fn run(
     loop {
         // The permits of the jobs taken are held from before the take: the
         // reporter takes some too, for the jobs its reports begin.
-        let mut reserved = Vec::new();
-        while reserved.len() < config.batch.max(1) {
-            match permits.clone().try_acquire_owned() {
-                Ok(permit) => reserved.push(permit),
-                Err(_) => break,
-            }
-        }
+        let mut reserved = exec::free_permits(&permits, config.batch.max(1));
         if reserved.is_empty() {
             tokio::select! {
                 () = &mut shutdown => break,
@@ -506,15 +500,10 @@ async fn report(
             // Permits for the jobs this report may begin at once, while the
             // fetch loop runs (a weak sender that upgrades says it does).
             let sender = launch.done.upgrade();
-            let mut permits = Vec::new();
-            if sender.is_some() {
-                while permits.len() < HANDOFF {
-                    match launch.permits.clone().try_acquire_owned() {
-                        Ok(permit) => permits.push(permit),
-                        Err(_) => break,
-                    }
-                }
-            }
+            let mut permits = match sender {
+                Some(_) => exec::free_permits(&launch.permits, HANDOFF),
+                None => Vec::new(),
+            };
             let handoff = Handoff {
                 want: permits.len(),
                 lease: launch.lease,
