@@ -7,7 +7,6 @@
 -- `g:<node>` for a group's, which the caller assembles; else false.
 local out = {}
 local previous = {}
-local ZERO = string.rep('\0', 4)
 for i = 2, #ARGV do
   local a, b = parse_range(ARGV[i])
   local len = b - a + 1

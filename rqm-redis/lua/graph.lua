@@ -131,6 +131,7 @@ end
 local VS = static(VX, 20, 'vertex')
 local P = column(VP, 4, '>i4', 'vertex')
 local ONE = struct.pack('>i4', 1)
+local ZERO = struct.pack('>i4', 0)
 
 local function vmeta(v)
   local raw, at = raw_of(VS, v)
@@ -289,7 +290,6 @@ end
 local function settle(first, last, h, runs)
   local raw = crange(P, first, last)
   local zero, whole = {}, {}
-  local ZERO = struct.pack('>i4', 0)
   for _, r in ipairs(runs or {}) do
     local a, b = r[1], r[2]
     if a >= first and b <= last
@@ -325,47 +325,52 @@ end
 
 -- Makes `to` wait for `from`, unless `from` has fired: an edge added to a
 -- running graph (an append).
+-- `from`'s record and its edges: unpacked, and written back with a chain of
+-- overflow blocks already in ED (offsets + 1 of its first and last, or nil)
+-- linked on at the end of its own.
+local function vertex_edges(from)
+  local raw, at = raw_of(VS, from)
+  return struct.unpack('>I4I4I4I4I4', raw, at)
+end
+local function write_vertex(from, meta, e1, e2, head, tail, first, last)
+  if first then
+    if head == 0 then
+      head = first
+    else
+      redis.call('SETRANGE', ED, tail - 1 + 4, struct.pack('>I4', first))
+    end
+    tail = last
+  end
+  redis.call('SETRANGE', VX, from * 20, struct.pack('>I4I4I4I4I4', meta, e1, e2, head, tail))
+  invalidate(VS, from, from)
+end
+
 local function add_edge(from, to)
   if cget(P, from) == -2 then return end
-  local raw, at = raw_of(VS, from)
-  local meta, e1, e2, head, tail = struct.unpack('>I4I4I4I4I4', raw, at)
+  local meta, e1, e2, head, tail = vertex_edges(from)
+  local block = nil
   if e1 == 0 then
     e1 = to + 1
   elseif e2 == 0 then
     e2 = to + 1
   else
-    local len = redis.call('APPEND', ED, struct.pack('>I4I4I4', 1, 0, to))
-    local block = len - 12 + 1
-    if head == 0 then
-      head = block
-    else
-      redis.call('SETRANGE', ED, tail - 1 + 4, struct.pack('>I4', block))
-    end
-    tail = block
+    block = redis.call('APPEND', ED, struct.pack('>I4I4I4', 1, 0, to)) - 12 + 1
   end
-  redis.call('SETRANGE', VX, from * 20, struct.pack('>I4I4I4I4I4', meta, e1, e2, head, tail))
-  invalidate(VS, from, from)
+  write_vertex(from, meta, e1, e2, head, tail, block, block)
   cset(P, to, cget(P, to) + 1)
 end
 
 -- Links a chain of overflow blocks already in ED (offsets + 1 of its
 -- first and last) onto `from`'s edges, unless `from` has fired; each
 -- target of `runs` ({first, last}, ...) then waits for one more.
-local function add_chain(from, head, tail, runs)
+local function add_chain(from, chain_first, chain_last, runs)
   if cget(P, from) == -2 then return end
-  local raw, at = raw_of(VS, from)
-  local meta, e1, e2, h0, t0 = struct.unpack('>I4I4I4I4I4', raw, at)
-  if h0 == 0 then
-    h0 = head
-  else
-    redis.call('SETRANGE', ED, t0 - 1 + 4, struct.pack('>I4', head))
-  end
-  redis.call('SETRANGE', VX, from * 20, struct.pack('>I4I4I4I4I4', meta, e1, e2, h0, tail))
-  invalidate(VS, from, from)
+  local meta, e1, e2, head, tail = vertex_edges(from)
+  write_vertex(from, meta, e1, e2, head, tail, chain_first, chain_last)
   for _, r in ipairs(runs) do
     local first, last = r[1], r[2]
     local len = last - first + 1
-    if len > 1 and crange(P, first, last) == string.rep(struct.pack('>i4', 0), len) then
+    if len > 1 and crange(P, first, last) == string.rep(ZERO, len) then
       cfill(P, first, last, 1)
     else
       for t = first, last do cset(P, t, cget(P, t) + 1) end
