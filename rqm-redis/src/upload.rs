@@ -3,7 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use rqm_core::{Catalog, GraphSink, Input, JobSpec, ListTail, NO_PARENT, Place, Role, VertexId};
+use rqm_core::{
+    Catalog, GraphSink, Input, JobOptions, JobSpec, ListTail, NO_PARENT, Place, Role, VertexId,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use smallvec::SmallVec;
@@ -72,6 +74,15 @@ pub struct ExternalEdges {
     pub ed: Vec<u8>,
 }
 
+/// A job's profile as the upload last worked it out.
+struct LastProfile {
+    func: String,
+    options: JobOptions,
+    previous: bool,
+    id: String,
+    queue: u8,
+}
+
 struct NodeRecord {
     parent: u32,
     index: u32,
@@ -103,6 +114,8 @@ pub struct GraphUpload<'c> {
     queues: Vec<String>,
     profiles: BTreeMap<String, String>,
     last_child: BTreeMap<u32, u32>,
+    /// The last job's profile, for the next like it.
+    last_profile: Option<LastProfile>,
     error: Option<String>,
 }
 
@@ -147,6 +160,7 @@ impl<'c> GraphUpload<'c> {
             queues,
             profiles: BTreeMap::new(),
             last_child: BTreeMap::new(),
+            last_profile: None,
             error: None,
         }
     }
@@ -451,6 +465,58 @@ impl<'c> GraphUpload<'c> {
         })
     }
 
+    /// The id of `spec`'s profile (stored once in `profiles`) and its queue's
+    /// index; a list of like jobs works it out once.
+    fn profile_of(&mut self, spec: &JobSpec) -> (String, u8) {
+        let previous = matches!(spec.input, Input::Previous);
+        if let Some(last) = &self.last_profile
+            && last.func == spec.func
+            && last.options == spec.options
+            && last.previous == previous
+        {
+            return (last.id.clone(), last.queue);
+        }
+        let defaults = self
+            .catalog
+            .and_then(|c| c.defaults(&spec.func))
+            .cloned()
+            .unwrap_or_default();
+        let o = &spec.options;
+        let backoff = o.backoff.unwrap_or(defaults.backoff);
+        let queue = o
+            .queue
+            .clone()
+            .or(defaults.queue)
+            .unwrap_or_else(|| rqm_core::DEFAULT_QUEUE.to_owned());
+        let profile = Profile {
+            func: spec.func.clone(),
+            retries: o.retries.unwrap_or(defaults.retries),
+            timeout_ms: o.timeout_ms.or(defaults.timeout_ms),
+            backoff: [
+                backoff.initial_ms,
+                u64::from(backoff.factor),
+                backoff.max_ms,
+            ],
+            queue: queue.clone(),
+            allow_failure: o.allow_failure,
+            previous,
+        };
+        let profile_json = serde_json::to_string(&profile).expect("a profile serializes");
+        let profile_id = profile_key(&profile_json);
+        self.profiles
+            .entry(profile_id.clone())
+            .or_insert(profile_json);
+        let queue = self.queue_index(&queue);
+        self.last_profile = Some(LastProfile {
+            func: spec.func.clone(),
+            options: spec.options.clone(),
+            previous,
+            id: profile_id.clone(),
+            queue,
+        });
+        (profile_id, queue)
+    }
+
     fn record(&mut self, node: u32, place: Place, rec: NodeRecord) {
         debug_assert_eq!(
             node,
@@ -493,36 +559,7 @@ impl GraphSink for GraphUpload<'_> {
     }
 
     fn job(&mut self, node: u32, place: Place, vertex: VertexId, spec: JobSpec) {
-        let defaults = self
-            .catalog
-            .and_then(|c| c.defaults(&spec.func))
-            .cloned()
-            .unwrap_or_default();
-        let o = &spec.options;
-        let backoff = o.backoff.unwrap_or(defaults.backoff);
-        let queue = o
-            .queue
-            .clone()
-            .or(defaults.queue)
-            .unwrap_or_else(|| rqm_core::DEFAULT_QUEUE.to_owned());
-        let profile = Profile {
-            func: spec.func,
-            retries: o.retries.unwrap_or(defaults.retries),
-            timeout_ms: o.timeout_ms.or(defaults.timeout_ms),
-            backoff: [
-                backoff.initial_ms,
-                u64::from(backoff.factor),
-                backoff.max_ms,
-            ],
-            queue: queue.clone(),
-            allow_failure: o.allow_failure,
-            previous: matches!(spec.input, Input::Previous),
-        };
-        let profile_json = serde_json::to_string(&profile).expect("a profile serializes");
-        let profile_id = profile_key(&profile_json);
-        self.profiles
-            .entry(profile_id.clone())
-            .or_insert(profile_json);
+        let (profile_id, queue) = self.profile_of(&spec);
         let path = self.path_of(&place);
         let stored = StoredJob {
             profile: &profile_id,
@@ -534,7 +571,6 @@ impl GraphSink for GraphUpload<'_> {
             kwargs: spec.kwargs.as_ref(),
         };
         let payload = serde_json::to_string(&stored).expect("a job serializes");
-        let queue = self.queue_index(&queue);
         let previous = if place.previous {
             self.last_child
                 .get(&place.parent)
