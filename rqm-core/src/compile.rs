@@ -10,6 +10,12 @@
 //! segment. A group's end waits for all its segments. So a list of n nodes
 //! costs O(n) vertices and edges, and appending to a running list is an
 //! incremental step against its [`ListTail`].
+//!
+//! A node's finish feeds its segment only when nothing after it does so
+//! through it: when the next node takes its result (so waits for it) and
+//! feeds the same segment, the edge would add nothing and is left out. A
+//! chain of n `previousJobArgs` jobs then counts one segment down once, not
+//! n times.
 
 use crate::model::{JobSpec, Node, NodeKind};
 
@@ -118,6 +124,9 @@ pub fn compile_root<S: GraphSink>(sink: &mut S, jobs: Vec<Node>) -> u32 {
 pub struct RootCompiler {
     tail: ListTail,
     next_node: u32,
+    /// The last node's finish, whose edge to the open segment waits on
+    /// the next node (see the module docs).
+    deferred: Option<VertexId>,
 }
 
 impl RootCompiler {
@@ -132,19 +141,34 @@ impl RootCompiler {
             previous: false,
         };
         sink.group(0, place, tail.gate, tail.end, len);
-        RootCompiler { tail, next_node: 1 }
+        RootCompiler {
+            tail,
+            next_node: 1,
+            deferred: None,
+        }
     }
 
     /// Compiles the next part of the root list.
     pub fn push<S: GraphSink>(&mut self, sink: &mut S, nodes: Vec<Node>) {
-        let (next, tail) = compile_list(sink, 0, self.tail, nodes, self.next_node, false);
+        let (next, tail, deferred) = compile_list(
+            sink,
+            0,
+            self.tail,
+            nodes,
+            self.next_node,
+            Some(self.deferred),
+        );
         self.next_node = next;
         self.tail = tail;
+        self.deferred = deferred;
     }
 
     /// Ends the root list; returns the number of nodes made, the root
     /// included.
     pub fn finish<S: GraphSink>(self, sink: &mut S) -> u32 {
+        if let Some(finish) = self.deferred {
+            sink.edge(finish, self.tail.segment);
+        }
         sink.tail(0, self.tail);
         self.next_node
     }
@@ -160,38 +184,49 @@ pub fn compile_append<S: GraphSink>(
     nodes: Vec<Node>,
     next_node: u32,
 ) -> u32 {
-    compile_list(sink, group, tail, nodes, next_node, true).0
+    compile_list(sink, group, tail, nodes, next_node, None).0
 }
 
-/// [`compile_append`], giving the list's final tail too, which the sink is
-/// told of when `report` is set.
+/// [`compile_append`], giving the list's final tail too. With `root`
+/// (the root list compiled in parts), the outer list is left open: its
+/// tail is not reported and the finish whose segment edge waits on the
+/// next node is handed in (`root`'s value) and back; otherwise every list
+/// is closed here.
 fn compile_list<S: GraphSink>(
     sink: &mut S,
     group: u32,
     tail: ListTail,
     nodes: Vec<Node>,
     mut next_node: u32,
-    report: bool,
-) -> (u32, ListTail) {
-    let mut outer = tail;
+    root: Option<Option<VertexId>>,
+) -> (u32, ListTail, Option<VertexId>) {
+    let mut outer = (tail, None);
     struct Frame {
         group: u32,
         tail: ListTail,
         nodes: std::vec::IntoIter<Node>,
+        /// The last node's finish, whose edge to the open segment is not
+        /// yet made.
+        deferred: Option<VertexId>,
     }
     let mut stack = vec![Frame {
         group,
         tail,
         nodes: nodes.into_iter(),
+        deferred: root.flatten(),
     }];
     while let Some(frame) = stack.last_mut() {
         let Some(node) = frame.nodes.next() else {
             let done = stack.pop().expect("a frame is open");
+            if stack.is_empty() && root.is_some() {
+                outer = (done.tail, done.deferred);
+                continue;
+            }
+            if let Some(finish) = done.deferred {
+                sink.edge(finish, done.tail.segment);
+            }
             if stack.is_empty() {
-                outer = done.tail;
-                if !report {
-                    continue;
-                }
+                outer = (done.tail, None);
             }
             sink.tail(done.group, done.tail);
             continue;
@@ -221,13 +256,22 @@ fn compile_list<S: GraphSink>(
         if place.previous {
             sink.edge(tail.last, start);
         }
-        sink.edge(finish, tail.segment);
+        // The node before feeds the segment through this one when this one
+        // waits for it; else its own edge is made now.
+        if let Some(before) = frame.deferred.take()
+            && !place.previous
+        {
+            sink.edge(before, tail.segment);
+        }
         if place.blocking {
+            sink.edge(finish, tail.segment);
             let next = sink.vertex(Role::Segment, frame.group);
             sink.edge(tail.segment, next);
             sink.edge(next, tail.end);
             tail.gate = tail.segment;
             tail.segment = next;
+        } else {
+            frame.deferred = Some(finish);
         }
         tail.last = finish;
         tail.len += 1;
@@ -236,10 +280,11 @@ fn compile_list<S: GraphSink>(
                 group: id,
                 tail: inner,
                 nodes: children.into_iter(),
+                deferred: None,
             });
         }
     }
-    (next_node, outer)
+    (next_node, outer.0, outer.1)
 }
 
 #[cfg(test)]
@@ -256,6 +301,8 @@ mod tests {
         jobs: usize,
         groups: usize,
         tails: Vec<(u32, ListTail)>,
+        /// Edges into each vertex.
+        into: std::collections::HashMap<VertexId, usize>,
     }
 
     impl GraphSink for Count {
@@ -269,6 +316,7 @@ mod tests {
                 "edges join existing vertices"
             );
             self.edges += 1;
+            *self.into.entry(to).or_default() += 1;
         }
         fn job(&mut self, _: u32, _: Place, _: VertexId, _: JobSpec) {
             self.jobs += 1;
@@ -297,14 +345,53 @@ mod tests {
             let chained = n / 10;
             assert_eq!(nodes, n + 1);
             assert_eq!(count.vertices, 3 + n + barriers);
+            // Each chained job's edge from the job before it stands for
+            // that job's edge to their segment, which is left out.
             assert_eq!(
                 count.edges,
-                2 + 2 * n as usize + chained as usize + 2 * barriers as usize
+                2 + 2 * n as usize + chained as usize + 2 * barriers as usize - chained as usize
             );
             assert_eq!((count.jobs, count.groups), (n as usize, 1));
             let (group, tail) = *count.tails.last().unwrap();
             assert_eq!((group, tail.len), (0, n));
         }
+    }
+
+    #[test]
+    fn a_chain_feeds_its_segment_through_its_last_job() {
+        // Root: start 0, segment 1, end 2, then a vertex per job.
+        let chain: Vec<Node> = std::iter::once(Node::call("f", json!(0)))
+            .chain((1..1000).map(|_| Node::after("f")))
+            .collect();
+        let mut count = Count::default();
+        compile_root(&mut count, chain);
+        assert_eq!(count.into[&1], 1 + 1, "the start and the last job");
+        // A job that does not take its predecessor's result breaks the
+        // chain: both chains' last jobs feed the segment.
+        let broken = vec![
+            Node::call("f", json!(0)),
+            Node::after("f"),
+            Node::call("f", json!(2)),
+            Node::after("f"),
+        ];
+        let mut count = Count::default();
+        compile_root(&mut count, broken);
+        assert_eq!(count.into[&1], 1 + 2);
+        // A barrier closes its segment: the job after it, though it takes
+        // the barrier's result, feeds the next segment, and the barrier
+        // feeds its own.
+        let barrier = vec![Node::call("f", json!(0)).blocking(), Node::after("f")];
+        let mut count = Count::default();
+        compile_root(&mut count, barrier);
+        assert_eq!(count.into[&1], 1 + 1, "the start and the barrier");
+        // A group's last job feeds the group's own segment.
+        let nested = vec![Node::group(vec![
+            Node::call("f", json!(0)),
+            Node::after("f"),
+        ])];
+        let mut count = Count::default();
+        compile_root(&mut count, nested);
+        assert_eq!(count.into[&1], 1 + 1, "the start and the group's end");
     }
 
     #[test]

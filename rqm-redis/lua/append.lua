@@ -18,7 +18,7 @@
 -- Returns {`ok`, `stale` or `conflict`, 1 if a release is left for later
 -- calls else 0}.
 local n, attempt = tonumber(ARGV[2]), tonumber(ARGV[3])
-if cget(S, n) ~= S_RUNNING or cget(A, n) ~= attempt then return {'stale', 0} end
+if lget(S, n) ~= S_RUNNING or lget(A, n) ~= attempt then return {'stale', 0} end
 local plan = cjson.decode(ARGV[5])
 local ids = redis.call('HMGET', META, 'next_node', 'next_vertex')
 if tonumber(ids[1]) ~= plan.next_node or tonumber(ids[2]) ~= plan.next_vertex
@@ -38,14 +38,13 @@ local added_vertices = #ARGV[6] / 20
 local added_nodes = #ARGV[8] / 20
 -- New records go at the ends of the strings; cached blocks there are stale.
 cflush(P)
-for _, c in ipairs({S, A, TS, TF}) do cflush(c) end
+lflush()
 redis.call('APPEND', KEYS[1], ARGV[6])
 redis.call('APPEND', KEYS[2], ARGV[9])
 redis.call('APPEND', KEYS[3], ARGV[7])
 redis.call('APPEND', ND.key, ARGV[8])
-redis.call('APPEND', NS, string.rep('\0', added_nodes))
-for _, key in ipairs({NA, NTS, NTF}) do redis.call('APPEND', key, string.rep('\0', 4 * added_nodes)) end
-for _, s in ipairs({VS, P, ND, S, A, TS, TF}) do s.blocks = {} end
+redis.call('APPEND', L.key, string.rep('\0', LIVE_BYTES * added_nodes))
+for _, s in ipairs({VS, P, ND, L}) do s.blocks = {} end
 redis.call('HSET', META, 'next_node', plan.next_node + added_nodes,
   'next_vertex', plan.next_vertex + added_vertices, 'queues', table.concat(plan.queues, ','))
 -- The payloads, as they came: ARGV[10..], node and payload in turn.
@@ -68,8 +67,8 @@ for _, c in ipairs(plan.chains or {}) do add_chain(c[1], c[2], c[3], c[4]) end
 for _, t in ipairs(plan.older_targets or {}) do cset(P, t, cget(P, t) + 1) end
 for _, e in ipairs(plan.unlease or {}) do unleased[#unleased + 1] = ID .. ':' .. e end
 results[n] = ARGV[4]
-cset(S, n, S_FINISHED)
-cset(TF, n, REL)
+lset(S, n, S_FINISHED)
+lset(TF, n, REL)
 event('finished', n)
 event('added', n, added_nodes)
 if added_vertices > 0 then

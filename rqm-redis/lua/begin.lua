@@ -11,23 +11,20 @@ for i = 2, #ARGV do
   local a, b = parse_range(ARGV[i])
   local len = b - a + 1
   local began = 0
-  if RUNNING and len > 1 and all_are(S, a, b, S_READY) and all_are(A, a, b, 0) then
-    -- A run of first attempts: written as one substring per field.
-    cfill(S, a, b, S_RUNNING)
-    cfill(A, a, b, 1)
-    if crange(TS, a, b) == string.rep(ZERO, len) then
-      cfill(TS, a, b, REL)
-    else
-      for n = a, b do
-        if cget(TS, n) == 0 then cset(TS, n, REL) end
-      end
-    end
+  local rec = nil
+  if RUNNING and len > 1 then
+    local raw = lrun(a, b)
+    if alike(raw, 1, len) == len then rec = unpack_live(raw, 1) end
+  end
+  if rec and rec[S] == S_READY and rec[A] == 0 then
+    -- A run of first attempts, alike: written as one substring.
+    lfill(a, b, {S_RUNNING, 1, rec[TS] == 0 and REL or rec[TS], rec[TF]})
     for n = a, b do row(out, previous, n, 1) end
     event('started', ARGV[i], 1)
     began = len
   else
     for n = a, b do
-      if RUNNING and cget(S, n) == S_READY then
+      if RUNNING and lget(S, n) == S_READY then
         start_attempt(n, out, previous)
         began = began + 1
       end

@@ -16,8 +16,8 @@ for i = 6, 5 + K do unleased[#unleased + 1] = ID .. ':' .. ARGV[i] end
 local FIRST = 6 + K
 local stale, fired, delayed = {}, {}, {}
 
--- The reported nodes are mostly neighbours: their states, attempts and
--- records are read as one substring each.
+-- The reported nodes are mostly neighbours: their live and node records
+-- are read as one substring each.
 local lo, hi
 for i = FIRST, #ARGV, 5 do
   local n = tonumber(ARGV[i])
@@ -26,30 +26,35 @@ for i = FIRST, #ARGV, 5 do
 end
 -- (For a few outcomes, the cached blocks do with fewer reads.)
 local window = lo ~= nil and hi - lo < 4096 and #ARGV - FIRST + 1 >= 5 * 8
-local sraw, araw, ndraw
+local lraw, ndraw
 if window then
-  sraw = crange(S, lo, hi)
-  araw = crange(A, lo, hi)
+  lraw = lrun(lo, hi)
   ndraw = redis.call('GETRANGE', ND.key, 20 * lo, 20 * (hi + 1) - 1)
   if #ndraw ~= 20 * (hi - lo + 1) then corrupt('node', hi, ND.key) end
 end
-local states = {}
 local finished_runs = {}
+-- The byte of lraw where node n's live record starts.
+local function at_of(n) return LIVE_BYTES * (n - lo) + 1 end
 local function state_of(n)
-  if window then return string.byte(sraw, n - lo + 1) end
-  return cget(S, n)
+  if window then return string.byte(lraw, at_of(n)) end
+  return lget(S, n)
 end
 local function attempts_of(n)
-  if window then return (struct.unpack('>I4', araw, 4 * (n - lo) + 1)) end
-  return cget(A, n)
+  if window then return (struct.unpack('>I4', lraw, at_of(n) + 1)) end
+  return lget(A, n)
 end
 local function vertex_of(n)
   if window then return (struct.unpack('>I4', ndraw, 20 * (n - lo) + 9)) end
   return nvertex(n)
 end
+-- Sets field f of node n's record, from the window when there is one.
+local function set(f, n, v)
+  if window then lseed(n, lraw, at_of(n))[f] = v else lset(f, n, v) end
+end
 
--- A run of successes of consecutive nodes, all running the attempt the
--- report names, is checked as one substring per field.
+-- A run of successes of consecutive nodes whose live records are alike
+-- (begun together), all running the attempt the report names, is checked
+-- and written as one substring.
 local function run_from(i)
   if not window or ARGV[i + 2] ~= 'ok' then return i end
   local a = tonumber(ARGV[i])
@@ -58,19 +63,19 @@ local function run_from(i)
     and tonumber(ARGV[j + 5]) == a + (j + 5 - i) / 5 do
     j = j + 5
   end
-  local len = (j - i) / 5 + 1
-  if len < 4 then return i end
-  local from = a - lo + 1
-  if string.sub(sraw, from, from + len - 1) ~= string.rep(string.char(S_RUNNING), len)
-    or string.sub(araw, 4 * from - 3, 4 * (from + len - 1)) ~= string.rep(struct.pack('>I4', tonumber(ARGV[i + 1])), len) then
+  local len = alike(lraw, at_of(a), (j - i) / 5 + 1)
+  if len < 4 or state_of(a) ~= S_RUNNING or attempts_of(a) ~= tonumber(ARGV[i + 1]) then
     return i
   end
+  j = i + 5 * (len - 1)
   local b = a + len - 1
   for k = i, j, 5 do
     results[ARGV[k]] = ARGV[k + 3]
     fired[#fired + 1] = vertex_of(a + (k - i) / 5)
   end
-  finished_runs[#finished_runs + 1] = {a, b}
+  local rec = unpack_live(lraw, at_of(a))
+  rec[S], rec[TF] = S_FINISHED, REL
+  finished_runs[#finished_runs + 1] = {a, b, rec}
   changes[#changes + 1] = 'finished:' .. a .. '-' .. b
   return j + 5
 end
@@ -87,20 +92,20 @@ local function one(i)
       results[ARGV[i]] = 'null'
       errors[ARGV[i]] = data
     end
-    states[n] = S_FINISHED
-    cset(TF, n, REL)
+    set(S, n, S_FINISHED)
+    set(TF, n, REL)
     changes[#changes + 1] = 'finished:' .. ARGV[i]
     fired[#fired + 1] = vertex_of(n)
   elseif kind == 'retry' and RUNNING then
     errors[ARGV[i]] = data
-    states[n] = S_RETRYING
+    set(S, n, S_RETRYING)
     delayed[#delayed + 1] = NOW + tonumber(ARGV[i + 4])
     delayed[#delayed + 1] = ID .. ':' .. ARGV[i]
     event('retrying', n)
   else
     errors[ARGV[i]] = data
-    states[n] = S_FAILED
-    cset(TF, n, REL)
+    set(S, n, S_FAILED)
+    set(TF, n, REL)
     event('failed', n)
     if kind == 'fail' then
       local _, func = job_of(n)
@@ -119,22 +124,9 @@ while i <= #ARGV do
     i = i + 5
   end
 end
--- The new states, before the cascade reads any: single outcomes' on the
--- window as read, then the runs'.
-if next(states) == nil then
-  -- None on their own.
-elseif window then
-  local bytes = {string.byte(sraw, 1, -1)}
-  for n, st in pairs(states) do bytes[n - lo + 1] = st end
-  redis.call('SETRANGE', S.key, lo, string.char(unpack(bytes)))
-  invalidate(S, lo, hi)
-else
-  for n, st in pairs(states) do cset(S, n, st) end
-end
-for _, r in ipairs(finished_runs) do
-  cfill(S, r[1], r[2], S_FINISHED)
-  cfill(TF, r[1], r[2], REL)
-end
+-- The new records, before the cascade reads any: single outcomes' in the
+-- overlay, then the runs' (which write the overlay first).
+for _, r in ipairs(finished_runs) do lfill(r[1], r[2], r[3]) end
 if #fired > 0 then keep_backlog(finish_jobs(fired, H)) end
 if #delayed > 0 then
   redis.call('ZADD', DELAYED, unpack(delayed))

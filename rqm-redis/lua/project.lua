@@ -1,26 +1,26 @@
 
 -- A project's keys and records, shared by every project script.
--- KEYS: 1 vx, 2 ed, 3 vp (the graph, see graph.lua), 4 nd, 5 ns, 6 na,
---       7 nts, 8 ntf, 9 jb, 10 rs, 11 ch, 12 tl, 13 meta, 14 ev, 15 er,
---       16 bl (release backlog), 17 pf (profiles: a job's function and
---       options, shared), 18 leases, 19 delayed, 20 projects, 21 releases,
---       22.. the project's queues.
+-- KEYS: 1 vx, 2 ed, 3 vp (the graph, see graph.lua), 4 nd, 5 nl, 6 jb,
+--       7 rs, 8 ch, 9 tl, 10 meta, 11 ev, 12 er, 13 bl (release backlog),
+--       14 pf (profiles: a job's function and options, shared), 15 leases,
+--       16 delayed, 17 projects, 18 releases, 19.. the project's queues.
 -- ARGV[1]: the project id. Time is the server's, so that every worker's
 -- leases and retries share one clock.
 -- Node n: its record in nd is 20 bytes at byte 20*n: parent u32, index u32,
 -- vertex u32, flags u8 (1 group, 2 blocking, 4 previous), queue u8, lost
 -- u8, a spare byte, extra u32 (a group's end vertex; a job's previous
--- sibling, whose result it takes). What changes as it runs is one string
--- per field: ns state u8, na attempts u32, nts started u32, ntf finished
--- u32 (ms since submit + 1; 0 never).
+-- sibling, whose result it takes). What changes as it runs is its live
+-- record in nl, 13 bytes at byte 13*n: state u8, attempts u32, started
+-- u32, finished u32 (ms since the project opened + 1; 0 never). A hop of a
+-- chain reads and writes its two nodes' records as one substring each; a
+-- run of like records (a fan-out) is compared and filled with string.rep.
 -- Queue and lease entries name a project and a node or a run of nodes:
 -- `<id>:<n>` or `<id>:<first>-<last>`.
-local NS, NA, NTS, NTF = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
-local JB, RS, CH, TL, META, EV, ER, BL = KEYS[9], KEYS[10], KEYS[11], KEYS[12], KEYS[13], KEYS[14], KEYS[15], KEYS[16]
-local PF = KEYS[17]
-local LEASES, DELAYED, PROJECTS, RELEASES = KEYS[18], KEYS[19], KEYS[20], KEYS[21]
-local FIRST_QUEUE = 22
-local OWN_KEYS = 17
+local JB, RS, CH, TL, META, EV, ER, BL = KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11], KEYS[12], KEYS[13]
+local PF = KEYS[14]
+local LEASES, DELAYED, PROJECTS, RELEASES = KEYS[15], KEYS[16], KEYS[17], KEYS[18]
+local FIRST_QUEUE = 19
+local OWN_KEYS = 14
 local ID = ARGV[1]
 local clock = redis.call('TIME')
 local NOW = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
@@ -32,10 +32,98 @@ local CLAIM_MS = 2000
 local MANY = 1000
 
 local ND = static(KEYS[4], 20, 'node')
-local S = column(NS, 1, 'B', 'node')
-local A = column(NA, 4, '>I4', 'node')
-local TS = column(NTS, 4, '>I4', 'node')
-local TF = column(NTF, 4, '>I4', 'node')
+
+-- Live records: read in cached blocks, changed in an overlay (a whole
+-- record per node changed) and written back by `lflush`, one SETRANGE per
+-- run of neighbours.
+local LIVE, LIVE_BYTES = '>BI4I4I4', 13
+local L = static(KEYS[5], LIVE_BYTES, 'node')
+L.over, L.dirty = {}, 0
+-- The fields, as indices into a record's values.
+local S, A, TS, TF = 1, 2, 3, 4
+local FIELD_AT, FIELD_FMT = {0, 1, 5, 9}, {'B', '>I4', '>I4', '>I4'}
+
+-- Record n's values, {state, attempts, started, finished}, from the bytes
+-- at `at` of raw.
+local function unpack_live(raw, at)
+  local s, a, ts, tf = struct.unpack(LIVE, raw, at)
+  return {s, a, ts, tf}
+end
+local function lget(f, n)
+  local rec = L.over[n]
+  if rec then return rec[f] end
+  local raw, at = raw_of(L, n)
+  return (struct.unpack(FIELD_FMT[f], raw, at + FIELD_AT[f]))
+end
+-- Puts record n in the overlay: its values as read from `raw` at `at`
+-- (a substring the caller holds), else from the cached blocks.
+local function lseed(n, raw, at)
+  local rec = L.over[n]
+  if rec then return rec end
+  if raw then rec = unpack_live(raw, at) else rec = unpack_live(raw_of(L, n)) end
+  L.over[n] = rec
+  L.dirty = L.dirty + 1
+  return rec
+end
+local function lset(f, n, v)
+  lseed(n)[f] = v
+end
+local function lflush()
+  if L.dirty == 0 then return end
+  local ids = {}
+  for id in pairs(L.over) do ids[#ids + 1] = id end
+  table.sort(ids)
+  local i = 1
+  while i <= #ids do
+    local j = i
+    while j < #ids and ids[j + 1] == ids[j] + 1 and j - i < VECTOR do j = j + 1 end
+    local parts = {}
+    for k = i, j do
+      local r = L.over[ids[k]]
+      parts[#parts + 1] = struct.pack(LIVE, r[1], r[2], r[3], r[4])
+    end
+    redis.call('SETRANGE', L.key, ids[i] * LIVE_BYTES, table.concat(parts))
+    invalidate(L, ids[i], ids[j])
+    i = j + 1
+  end
+  L.over, L.dirty = {}, 0
+end
+-- The bytes of records first..last, as they stand.
+local function lrun(first, last)
+  lflush()
+  local raw = redis.call('GETRANGE', L.key, first * LIVE_BYTES, (last + 1) * LIVE_BYTES - 1)
+  if #raw ~= (last - first + 1) * LIVE_BYTES then corrupt('node', last, L.key) end
+  return raw
+end
+-- How many records from `at` (1-based) of raw, at most `len`, are alike
+-- the first.
+local function alike(raw, at, len)
+  local one = string.sub(raw, at, at + LIVE_BYTES - 1)
+  if string.sub(raw, at, at + len * LIVE_BYTES - 1) == string.rep(one, len) then return len end
+  local k = 1
+  while k < len and string.sub(raw, at + k * LIVE_BYTES, at + (k + 1) * LIVE_BYTES - 1) == one do k = k + 1 end
+  return k
+end
+-- Sets records first..last to the values `rec`.
+local function lfill(first, last, rec)
+  lflush()
+  redis.call('SETRANGE', L.key, first * LIVE_BYTES,
+    string.rep(struct.pack(LIVE, rec[1], rec[2], rec[3], rec[4]), last - first + 1))
+  invalidate(L, first, last)
+end
+-- Sets field f of records first..last to v: one substring when they are
+-- alike (a run released together), else record by record.
+local function lfill_field(f, first, last, v)
+  local raw = lrun(first, last)
+  local len = last - first + 1
+  if alike(raw, 1, len) == len then
+    local rec = unpack_live(raw, 1)
+    rec[f] = v
+    lfill(first, last, rec)
+  else
+    for k = 0, len - 1 do lseed(first + k, raw, LIVE_BYTES * k + 1)[f] = v end
+  end
+end
 
 local function nflags(n)
   local raw, at = raw_of(ND, n)
@@ -127,11 +215,11 @@ end
 
 -- Begins ready job n's next attempt and notes its row.
 local function start_attempt(n, rows, previous)
-  local attempt = cget(A, n) + 1
-  cset(S, n, S_RUNNING)
-  cset(A, n, attempt)
+  local attempt = lget(A, n) + 1
+  lset(S, n, S_RUNNING)
+  lset(A, n, attempt)
   -- A first attempt has no start time yet: no need to read it.
-  if attempt == 1 or cget(TS, n) == 0 then cset(TS, n, REL) end
+  if attempt == 1 or lget(TS, n) == 0 then lset(TS, n, REL) end
   row(rows, previous, n, attempt)
   event('started', n, attempt)
 end
@@ -156,12 +244,12 @@ function H.job(n)
       return
     end
   end
-  cset(S, n, S_READY)
+  lset(S, n, S_READY)
   push(q, n)
 end
 function H.run(first, last, queue)
   if not RUNNING then return end
-  cfill(S, first, last, S_READY)
+  lfill_field(S, first, last, S_READY)
   push(queue, {first, last})
 end
 
@@ -179,7 +267,7 @@ end
 
 local function list_finished(g)
   for _, c in ipairs(children(g)) do
-    if cget(S, c) ~= S_FINISHED then return false end
+    if lget(S, c) ~= S_FINISHED then return false end
   end
   return true
 end
@@ -207,13 +295,13 @@ end
 function H.group(role, n)
   if role == ROLE_START then
     if not RUNNING then return end
-    cset(S, n, S_RUNNING)
-    cset(TS, n, REL)
+    lset(S, n, S_RUNNING)
+    lset(TS, n, REL)
   else
-    if cget(S, n) ~= S_RUNNING then return end
+    if lget(S, n) ~= S_RUNNING then return end
     if not RUNNING and not list_finished(n) then return end
-    cset(S, n, S_FINISHED)
-    cset(TF, n, REL)
+    lset(S, n, S_FINISHED)
+    lset(TF, n, REL)
     if n == 0 then end_project('finished') end
   end
 end
@@ -319,10 +407,7 @@ end
 -- whether a backlog is left for later calls.
 local function flush()
   cflush(P)
-  cflush(S)
-  cflush(A)
-  cflush(TS)
-  cflush(TF)
+  lflush()
   hset_many(RS, results)
   hset_many(ER, errors)
   in_calls('ZREM', LEASES, unleased)

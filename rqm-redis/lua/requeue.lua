@@ -6,20 +6,20 @@ local why, max_lost = ARGV[2], tonumber(ARGV[3])
 for i = 4, #ARGV do
   local a, b = parse_range(ARGV[i])
   for n = a, b do
-    local state = cget(S, n)
+    local state = lget(S, n)
     if why == 'lost' and state == S_READY then
       -- Taken from its queue but never begun: its worker died in between.
       H.job(n)
     elseif why == 'retry' and state == S_RETRYING then
-      if RUNNING then H.job(n) else cset(S, n, S_FAILED) end
+      if RUNNING then H.job(n) else lset(S, n, S_FAILED) end
     elseif why == 'lost' and state == S_RUNNING then
       local lost = nlost(n) + 1
       set_lost(n, math.min(lost, 255))
       if lost > max_lost then
         local message = 'the job was lost ' .. lost .. ' times (its worker died or lost its lease each time); given up after ' .. max_lost .. ' recoveries'
         errors[n] = message
-        cset(S, n, S_FAILED)
-        cset(TF, n, REL)
+        lset(S, n, S_FAILED)
+        lset(TF, n, REL)
         event('failed', n)
         local path, func = job_of(n)
         end_project('failed', {failed_path = path, failed_function = func, error = message})
@@ -27,7 +27,7 @@ for i = 4, #ARGV do
         H.job(n)
         event('lost', n, lost)
       else
-        cset(S, n, S_FAILED)
+        lset(S, n, S_FAILED)
       end
     end
   end

@@ -22,14 +22,13 @@ use crate::scripts::{
     APPEND, BEGIN, CANCEL, COMPLETE, CORRUPT, DUE, NEXT, OPEN, RELEASE, REQUEUE, TAKE,
 };
 use crate::upload::{
-    GraphUpload, NODE_BYTES, NODE_FIELDS, OwnedJob, Profile, VERTEX_BYTES, parse_tail, tail_text,
+    GraphUpload, LIVE_BYTES, NODE_BYTES, OwnedJob, Profile, VERTEX_BYTES, parse_tail, tail_text,
 };
 
 /// A project's own keys, in the order its scripts take them as KEYS
 /// (see `lua/project.lua`).
-const PROJECT_KEYS: [&str; 17] = [
-    "vx", "ed", "vp", "nd", "ns", "na", "nts", "ntf", "jb", "rs", "ch", "tl", "meta", "ev", "er",
-    "bl", "pf",
+const PROJECT_KEYS: [&str; 14] = [
+    "vx", "ed", "vp", "nd", "nl", "jb", "rs", "ch", "tl", "meta", "ev", "er", "bl", "pf",
 ];
 
 /// Projects whose queues a client keeps in mind; past this it forgets all.
@@ -610,14 +609,16 @@ impl RedisEngine {
             }
             first.expire(key, UPLOAD_EXPIRY).ignore();
         }
-        // The per-field strings start zeroed: one byte written at the end.
-        for (name, size) in NODE_FIELDS {
-            let key = pk.key(name);
-            first
-                .setrange(&key, ((node_count * size).max(1) - 1) as isize, &[0u8][..])
-                .ignore();
-            first.expire(&key, UPLOAD_EXPIRY).ignore();
-        }
+        // The live records start zeroed: one byte written at the end.
+        let live = pk.key("nl");
+        first
+            .setrange(
+                &live,
+                ((node_count * LIVE_BYTES).max(1) - 1) as isize,
+                &[0u8][..],
+            )
+            .ignore();
+        first.expire(&live, UPLOAD_EXPIRY).ignore();
         // Each group's list as its first batch (see `children` in project.lua).
         let children: Vec<(String, Vec<u8>)> = upload
             .children()
@@ -1493,13 +1494,9 @@ impl RedisEngine {
             })?;
         // A part that does not read (a key tampered with) is left out, so
         // that the status still says what it can.
-        type Strings = (Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>);
-        let (nd, ns, na, nts, ntf): Strings = redis::pipe()
+        let (nd, nl): (Vec<u8>, Vec<u8>) = redis::pipe()
             .get(pk.key("nd"))
-            .get(pk.key("ns"))
-            .get(pk.key("na"))
-            .get(pk.key("nts"))
-            .get(pk.key("ntf"))
+            .get(pk.key("nl"))
             .query_async(&mut conn)
             .await
             .map_err(Error::from)
@@ -1525,15 +1522,17 @@ impl RedisEngine {
         let mut paths: Vec<Path> = Vec::with_capacity(nd.len() / NODE_BYTES);
         let mut nodes = Vec::new();
         let mut counts = StateCounts::default();
-        let column = |bytes: &[u8], n: usize| {
-            bytes
-                .get(4 * n..4 * n + 4)
+        // A field of node n's live record: state at 0, then u32s.
+        let live = |n: usize, at: usize| nl.get(LIVE_BYTES * n + at..LIVE_BYTES * (n + 1));
+        let live_word = |n: usize, at: usize| {
+            live(n, at)
+                .and_then(|w| w.get(..4))
                 .map_or(0, |w| u32::from_be_bytes(w.try_into().expect("4 bytes")))
         };
         for (n, rec) in nd.chunks_exact(NODE_BYTES).enumerate() {
             let word = |at: usize| u32::from_be_bytes(rec[at..at + 4].try_into().expect("4 bytes"));
             let (parent, index, flags) = (word(0), word(4), rec[12]);
-            let state = ns.get(n).copied().unwrap_or(0);
+            let state = live(n, 0).map_or(0, |r| r[0]);
             let path = if n == 0 {
                 Path::root()
             } else {
@@ -1564,7 +1563,7 @@ impl RedisEngine {
                     _ => &mut counts.failed,
                 } += 1;
             }
-            let time = |bytes: &[u8]| match column(bytes, n) {
+            let time = |at: usize| match live_word(n, at) {
                 0 => None,
                 t => Some(u64::from(t - 1) * 1000),
             };
@@ -1580,10 +1579,10 @@ impl RedisEngine {
                         .map(|p| Arc::from(p.func.as_str()))
                 },
                 state,
-                attempts: column(&na, n as usize),
+                attempts: live_word(n as usize, 1),
                 error: errors.get(&n).cloned(),
-                started_us: time(&nts),
-                finished_us: time(&ntf),
+                started_us: time(5),
+                finished_us: time(9),
             });
         }
         nodes.sort_by(|a, b| a.path.cmp(&b.path));

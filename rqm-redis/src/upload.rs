@@ -15,11 +15,11 @@ use smallvec::SmallVec;
 /// substring.
 pub const VERTEX_BYTES: usize = 20;
 /// Bytes per node record in `nd` (parent, index, vertex, flags, queue, lost,
-/// extra); what changes as it runs is apart, one string per field: `ns`
-/// state (1 byte), `na` attempts, `nts` started, `ntf` finished (4 each).
+/// extra); what changes as it runs is apart, in the node's live record.
 pub const NODE_BYTES: usize = 20;
-/// Bytes per node of the per-field strings `ns`, `na`, `nts`, `ntf`.
-pub const NODE_FIELDS: [(&str, usize); 4] = [("ns", 1), ("na", 4), ("nts", 4), ("ntf", 4)];
+/// Bytes per node live record in `nl`: state (1 byte), then attempts,
+/// started and finished (4 each).
+pub const LIVE_BYTES: usize = 13;
 
 /// Consecutive targets from which an overflow block holds a range rather
 /// than a list.
