@@ -32,8 +32,10 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    // Small shards: every project's records span several.
     let config = Config {
         url: server.url(),
+        shard_records: 16,
         ..Config::default()
     };
     let engine = runtime.block_on(common::engine_with_worker(config, Limits::default()));

@@ -19,8 +19,10 @@ mod common;
 fn embedded_and_redis_agree_on_random_trees() {
     let server = RedisServer::start();
     let runtime = tokio::runtime::Runtime::new().unwrap();
+    // Small shards: every project's records span several.
     let config = Config {
         url: server.url(),
+        shard_records: 16,
         ..Config::default()
     };
     let redis = runtime.block_on(common::engine_with_worker(config, Limits::default()));

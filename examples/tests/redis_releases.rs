@@ -12,9 +12,14 @@ mod common;
 
 const WIDE: usize = 60_000;
 
+/// Records per shard here: a wide project's strings span hundreds of
+/// shards, so releases, runs and reads cross shard boundaries.
+const SHARD: usize = 256;
+
 fn config(server: &RedisServer) -> Config {
     Config {
         url: server.url(),
+        shard_records: SHARD as u32,
         ..Config::default()
     }
 }
@@ -100,6 +105,30 @@ async fn a_wide_barrier_is_released_over_several_calls() {
         .await
         .unwrap();
     assert_eq!(kept, 2, "a finished project lost its records or results");
+    // Every shard: the graph's are gone, the node records' kept for the
+    // retention.
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("rqm:{{{id}}}:*"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let named = |name: &str| {
+        let prefix = format!("rqm:{{{id}}}:{name}");
+        keys.iter()
+            .filter(|k| **k == prefix || k.starts_with(&format!("{prefix}:")))
+            .count()
+    };
+    let shards = (WIDE + 2).div_ceil(SHARD);
+    assert_eq!((named("vx"), named("vp")), (0, 0), "graph shards kept");
+    assert_eq!((named("nd"), named("nl")), (shards, shards), "{keys:?}");
+    for key in keys {
+        let ttl: i64 = redis::cmd("TTL")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!(ttl > 3600, "{key} will not last the retention (TTL {ttl})");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -39,14 +39,23 @@ local added_nodes = #ARGV[8] / 20
 -- New records go at the ends of the strings; cached blocks there are stale.
 cflush(P)
 lflush()
-redis.call('APPEND', KEYS[1], ARGV[6])
+swrite(VS, VERTICES, ARGV[6])
 redis.call('APPEND', KEYS[2], ARGV[9])
-redis.call('APPEND', KEYS[3], ARGV[7])
-redis.call('APPEND', ND.key, ARGV[8])
-redis.call('APPEND', L.key, string.rep('\0', LIVE_BYTES * added_nodes))
+swrite(P, VERTICES, ARGV[7])
+swrite(ND, NODES, ARGV[8])
+swrite(L, NODES, string.rep('\0', LIVE_BYTES * added_nodes))
 for _, s in ipairs({VS, P, ND, L}) do s.blocks = {} end
-redis.call('HSET', META, 'next_node', plan.next_node + added_nodes,
-  'next_vertex', plan.next_vertex + added_vertices, 'queues', table.concat(plan.queues, ','))
+-- New shards live as long as the project's other keys (open: for ever).
+local old_graph, old_nodes = #graph_shards(), #node_shards()
+NODES, VERTICES = NODES + added_nodes, VERTICES + added_vertices
+local new_graph, new_nodes = graph_shards(), node_shards()
+if #new_graph > old_graph or #new_nodes > old_nodes then
+  local ttl = redis.call('PTTL', META)
+  for _, k in ipairs(new_graph) do if ttl > 0 then redis.call('PEXPIRE', k, ttl) end end
+  for _, k in ipairs(new_nodes) do if ttl > 0 then redis.call('PEXPIRE', k, ttl) end end
+end
+redis.call('HSET', META, 'next_node', NODES, 'next_vertex', VERTICES,
+  'queues', table.concat(plan.queues, ','))
 -- The payloads, as they came: ARGV[10..], node and payload in turn.
 local i = 10
 while i <= #ARGV do

@@ -29,8 +29,7 @@ local window = lo ~= nil and hi - lo < 4096 and #ARGV - FIRST + 1 >= 5 * 8
 local lraw, ndraw
 if window then
   lraw = lrun(lo, hi)
-  ndraw = redis.call('GETRANGE', ND.key, 20 * lo, 20 * (hi + 1) - 1)
-  if #ndraw ~= 20 * (hi - lo + 1) then corrupt('node', hi, ND.key) end
+  ndraw = sread(ND, lo, hi)
 end
 local finished_runs = {}
 -- The byte of lraw where node n's live record starts.

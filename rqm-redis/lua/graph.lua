@@ -12,6 +12,10 @@
 -- KEYS[3] vp: vertex v's pending count, i32 at byte 4*v: >= 0 waiting;
 --   -1 a released job; -2 fired.
 --
+-- Each string of records is cut into shards of SHARD records (the
+-- project's meta says how many; none for graphs without one): shard 0 is
+-- the key itself, shard k > 0 the key with `:k` after it, so that no call
+-- creates, grows or copies a string of more than a shard.
 -- Records are read in blocks, many per GETRANGE, and their fields unpacked
 -- where they are needed; changes to a field are kept in an overlay and
 -- written back in runs by `cflush`. A run of like records (a wide fan-out)
@@ -33,6 +37,8 @@ local VECTOR = 4096
 -- project scripts lower it.
 local BUDGET = math.huge
 local spent = 0
+-- Records per shard, a multiple of BLOCK; the project scripts set it.
+local SHARD = 2 ^ 40
 
 local function corrupt(what, id, key)
   error({err = 'RQM_CORRUPT ' .. what .. ' ' .. id .. ' is missing from ' .. key})
@@ -43,12 +49,63 @@ local function static(key, size, what)
   return {key = key, size = size, what = what, blocks = {}}
 end
 
+local function shard_key(key, k)
+  if k == 0 then return key end
+  return key .. ':' .. k
+end
+
+-- The keys of the shards after the first of a string of `count` records.
+local function more_shards(key, count)
+  local out = {}
+  for k = 1, math.ceil(count / SHARD) - 1 do out[#out + 1] = key .. ':' .. k end
+  return out
+end
+
+-- Where record `id` of s is: its shard's key and its byte offset there.
+local function place_of(s, id)
+  local k = math.floor(id / SHARD)
+  return shard_key(s.key, k), (id - k * SHARD) * s.size
+end
+
+-- The bytes of records first..last of s, read shard by shard.
+local function sread(s, first, last)
+  local parts = {}
+  local a = first
+  while a <= last do
+    local k = math.floor(a / SHARD)
+    local b = math.min(last, (k + 1) * SHARD - 1)
+    local at = (a - k * SHARD) * s.size
+    parts[#parts + 1] = redis.call('GETRANGE', shard_key(s.key, k), at, at + (b - a + 1) * s.size - 1)
+    a = b + 1
+  end
+  local raw = table.concat(parts)
+  if #raw ~= (last - first + 1) * s.size then corrupt(s.what, last, s.key) end
+  return raw
+end
+
+-- Writes `bytes`, whole records, from record `first` of s on, shard by
+-- shard.
+local function swrite(s, first, bytes)
+  local last = first + #bytes / s.size - 1
+  local a = first
+  while a <= last do
+    local k = math.floor(a / SHARD)
+    local b = math.min(last, (k + 1) * SHARD - 1)
+    local part = bytes
+    if a ~= first or b ~= last then part = string.sub(bytes, (a - first) * s.size + 1, (b - first + 1) * s.size) end
+    redis.call('SETRANGE', shard_key(s.key, k), (a - k * SHARD) * s.size, part)
+    a = b + 1
+  end
+end
+
 -- The block holding record `id`, and the record's 1-based offset in it.
+-- (A block never spans two shards: SHARD is a multiple of BLOCK.)
 local function raw_of(s, id)
   local b = math.floor(id / BLOCK)
   local raw = s.blocks[b]
   if raw == nil then
-    raw = redis.call('GETRANGE', s.key, b * BLOCK * s.size, (b + 1) * BLOCK * s.size - 1)
+    local key, at = place_of(s, b * BLOCK)
+    raw = redis.call('GETRANGE', key, at, at + BLOCK * s.size - 1)
     s.blocks[b] = raw
   end
   local at = (id - b * BLOCK) * s.size
@@ -101,7 +158,7 @@ local function cflush(c)
       end
       parts[#parts + 1] = packed
     end
-    redis.call('SETRANGE', c.key, ids[i] * c.size, table.concat(parts))
+    swrite(c, ids[i], table.concat(parts))
     invalidate(c, ids[i], ids[j])
     i = j + 1
   end
@@ -111,15 +168,13 @@ end
 -- The bytes of records first..last, as they stand.
 local function crange(c, first, last)
   cflush(c)
-  local raw = redis.call('GETRANGE', c.key, first * c.size, (last + 1) * c.size - 1)
-  if #raw ~= (last - first + 1) * c.size then corrupt(c.what, last, c.key) end
-  return raw
+  return sread(c, first, last)
 end
 
 -- Sets records first..last to `value`.
 local function cfill(c, first, last, value)
   cflush(c)
-  redis.call('SETRANGE', c.key, first * c.size, string.rep(struct.pack(c.fmt, value), last - first + 1))
+  swrite(c, first, string.rep(struct.pack(c.fmt, value), last - first + 1))
   invalidate(c, first, last)
 end
 
@@ -341,7 +396,7 @@ local function write_vertex(from, meta, e1, e2, head, tail, first, last)
     end
     tail = last
   end
-  redis.call('SETRANGE', VX, from * 20, struct.pack('>I4I4I4I4I4', meta, e1, e2, head, tail))
+  swrite(VS, from, struct.pack('>I4I4I4I4I4', meta, e1, e2, head, tail))
   invalidate(VS, from, from)
 end
 

@@ -82,7 +82,7 @@ local function lflush()
       local r = L.over[ids[k]]
       parts[#parts + 1] = struct.pack(LIVE, r[1], r[2], r[3], r[4])
     end
-    redis.call('SETRANGE', L.key, ids[i] * LIVE_BYTES, table.concat(parts))
+    swrite(L, ids[i], table.concat(parts))
     invalidate(L, ids[i], ids[j])
     i = j + 1
   end
@@ -91,9 +91,7 @@ end
 -- The bytes of records first..last, as they stand.
 local function lrun(first, last)
   lflush()
-  local raw = redis.call('GETRANGE', L.key, first * LIVE_BYTES, (last + 1) * LIVE_BYTES - 1)
-  if #raw ~= (last - first + 1) * LIVE_BYTES then corrupt('node', last, L.key) end
-  return raw
+  return sread(L, first, last)
 end
 -- How many records from `at` (1-based) of raw, at most `len`, are alike
 -- the first.
@@ -107,8 +105,7 @@ end
 -- Sets records first..last to the values `rec`.
 local function lfill(first, last, rec)
   lflush()
-  redis.call('SETRANGE', L.key, first * LIVE_BYTES,
-    string.rep(struct.pack(LIVE, rec[1], rec[2], rec[3], rec[4]), last - first + 1))
+  swrite(L, first, string.rep(struct.pack(LIVE, rec[1], rec[2], rec[3], rec[4]), last - first + 1))
   invalidate(L, first, last)
 end
 -- Sets field f of records first..last to v: one substring when they are
@@ -146,12 +143,31 @@ local function nextra(n)
   return (struct.unpack('>I4', raw, at + 16))
 end
 local function set_lost(n, lost)
-  redis.call('SETRANGE', ND.key, 20 * n + 14, string.char(lost))
+  local key, at = place_of(ND, n)
+  redis.call('SETRANGE', key, at + 14, string.char(lost))
   invalidate(ND, n, n)
 end
 
-local meta = redis.call('HMGET', META, 'status', 'submitted_ms', 'retention_s', 'queues')
+local meta = redis.call('HMGET', META, 'status', 'submitted_ms', 'retention_s', 'queues',
+  'shard', 'next_node', 'next_vertex')
 local STATUS, SUBMITTED, RETENTION = meta[1], tonumber(meta[2]) or NOW, tonumber(meta[3]) or 604800
+local shard = tonumber(meta[5])
+if shard and shard >= BLOCK and shard % BLOCK == 0 then SHARD = shard end
+-- Nodes and vertices stored (an append adds to them).
+local NODES, VERTICES = tonumber(meta[6]) or 0, tonumber(meta[7]) or 0
+
+-- The shards after the first of the graph's strings (vx, vp) and of the
+-- node strings (nd, nl).
+local function graph_shards()
+  local out = more_shards(KEYS[1], VERTICES)
+  for _, k in ipairs(more_shards(KEYS[3], VERTICES)) do out[#out + 1] = k end
+  return out
+end
+local function node_shards()
+  local out = more_shards(KEYS[4], NODES)
+  for _, k in ipairs(more_shards(KEYS[5], NODES)) do out[#out + 1] = k end
+  return out
+end
 -- The caller names the project's queues from a cache; if the project has
 -- come to use more (an append added one), refuse before writing anything.
 if meta[4] and meta[4] ~= '' then
@@ -438,8 +454,12 @@ local function flush()
       -- Every job has finished: no step reads the graph again, and the
       -- status reads the node records, results and payloads only.
       redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], CH, TL)
+      for _, k in ipairs(graph_shards()) do redis.call('DEL', k) end
+    else
+      for _, k in ipairs(graph_shards()) do redis.call('EXPIRE', k, RETENTION) end
     end
     for k = 1, OWN_KEYS do redis.call('EXPIRE', KEYS[k], RETENTION) end
+    for _, k in ipairs(node_shards()) do redis.call('EXPIRE', k, RETENTION) end
   end
   changes, results, errors, unleased, pushes, backlog = {}, {}, {}, {}, {}, nil
   return more

@@ -19,6 +19,11 @@ pub struct Config {
     /// For `rediss://`: a PEM file of the CA to trust instead of the
     /// system's roots (a private CA or a self-signed server).
     pub tls_ca: Option<PathBuf>,
+    /// Records per shard of a project's per-node and per-vertex strings
+    /// (default 65,536, a multiple of 16): no Redis call creates, grows or
+    /// copies more than one shard (about 1.3 MB at the default). Each
+    /// project keeps the value it was submitted with.
+    pub shard_records: u32,
 }
 
 impl Default for Config {
@@ -28,6 +33,7 @@ impl Default for Config {
             prefix: "rqm:".to_owned(),
             retention: Duration::from_secs(7 * 24 * 3600),
             tls_ca: None,
+            shard_records: 65_536,
         }
     }
 }
@@ -35,6 +41,15 @@ impl Default for Config {
 impl Config {
     /// A client for this configuration; connects lazily.
     pub fn client(&self) -> Result<redis::Client, Error> {
+        if self.shard_records < 16 || !self.shard_records.is_multiple_of(16) {
+            return Err(Error::Config {
+                name: "shard_records",
+                reason: format!(
+                    "{} is not a positive multiple of 16 (records are read in blocks of 16)",
+                    self.shard_records
+                ),
+            });
+        }
         if self.prefix.contains(['{', '}']) {
             return Err(Error::Config {
                 name: "prefix",
@@ -129,5 +144,31 @@ mod tests {
             c.client(),
             Err(Error::Config { name: "prefix", .. })
         ));
+    }
+
+    #[test]
+    fn shards_hold_whole_blocks() {
+        for bad in [0, 8, 100] {
+            let c = Config {
+                shard_records: bad,
+                ..Config::default()
+            };
+            let err = c.client().unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    Error::Config {
+                        name: "shard_records",
+                        ..
+                    }
+                ),
+                "{bad}: {err}"
+            );
+        }
+        let c = Config {
+            shard_records: 32,
+            ..Config::default()
+        };
+        assert!(c.client().is_ok());
     }
 }

@@ -17,7 +17,7 @@ use serde_json::{Map, Value};
 
 use crate::config::{Config, check_server};
 use crate::error::Error;
-use crate::keys::{Keys, ProjectKeys};
+use crate::keys::{Keys, ProjectKeys, record_place};
 use crate::scripts::{
     APPEND, BEGIN, CANCEL, COMPLETE, CORRUPT, DUE, NEXT, OPEN, RELEASE, REQUEUE, TAKE,
 };
@@ -591,16 +591,28 @@ impl RedisEngine {
         let mut first = redis::pipe();
         first.atomic();
         let mut rest = Sender::default();
-        let strings = [
-            (pk.key("vx"), &vx),
-            (pk.key("ed"), &ed),
-            (pk.key("vp"), &vp),
-            (pk.key("nd"), &nd),
-        ];
+        // The record strings go shard by shard (see `lua/graph.lua`); the
+        // overflow edge blocks, addressed by offset, as one string.
+        let per_shard = self.config.shard_records as usize;
+        let mut strings: Vec<(String, &[u8])> = vec![(pk.key("ed"), &ed)];
+        for (name, bytes, size) in [
+            ("vx", &vx, VERTEX_BYTES),
+            ("vp", &vp, 4),
+            ("nd", &nd, NODE_BYTES),
+        ] {
+            for (k, part) in bytes.chunks(per_shard * size).enumerate() {
+                strings.push((pk.shard(name, k), part));
+            }
+        }
+        // Created at full length, then written in place: appending would
+        // copy a string again as it grows. What fits in one command's worth
+        // goes in the first call, the rest streams after it.
+        let mut budget = BYTES_PER_COMMAND;
+        let mut sent_first = Vec::with_capacity(strings.len());
         for (key, bytes) in &strings {
-            // Created at full length, then written in place: appending
-            // would copy the whole string again at every megabyte.
-            let head = &bytes[..bytes.len().min(BYTES_PER_COMMAND)];
+            let head = &bytes[..bytes.len().min(budget)];
+            budget -= head.len();
+            sent_first.push(head.len());
             first.append(key, head).ignore();
             if bytes.len() > head.len() {
                 first
@@ -609,16 +621,20 @@ impl RedisEngine {
             }
             first.expire(key, UPLOAD_EXPIRY).ignore();
         }
-        // The live records start zeroed: one byte written at the end.
-        let live = pk.key("nl");
-        first
-            .setrange(
-                &live,
-                ((node_count * LIVE_BYTES).max(1) - 1) as isize,
-                &[0u8][..],
-            )
-            .ignore();
-        first.expire(&live, UPLOAD_EXPIRY).ignore();
+        // The live records start zeroed: one byte written at each shard's
+        // end.
+        for k in 0..node_count.div_ceil(per_shard).max(1) {
+            let live = pk.shard("nl", k);
+            let records = (node_count - k * per_shard).min(per_shard);
+            first
+                .setrange(
+                    &live,
+                    (records * LIVE_BYTES).max(1) as isize - 1,
+                    &[0u8][..],
+                )
+                .ignore();
+            first.expire(&live, UPLOAD_EXPIRY).ignore();
+        }
         // Each group's list as its first batch (see `children` in project.lua).
         let children: Vec<(String, Vec<u8>)> = upload
             .children()
@@ -677,6 +693,7 @@ impl RedisEngine {
                     ("next_vertex", upload.vertices().to_string()),
                     ("queues", queues),
                     ("retention_s", self.config.retention.as_secs().to_string()),
+                    ("shard", per_shard.to_string()),
                 ],
             )
             .ignore();
@@ -684,8 +701,8 @@ impl RedisEngine {
         let () = first.query_async(&mut conn).await?;
         // The rest streams in pipelines of about BYTES_PER_PIPELINE, each
         // sent as it fills, so that no second copy of the project is held.
-        for (key, bytes) in &strings {
-            let mut at = BYTES_PER_COMMAND;
+        for ((key, bytes), head) in strings.iter().zip(sent_first) {
+            let mut at = head;
             while at < bytes.len() {
                 let chunk = &bytes[at..bytes.len().min(at + BYTES_PER_COMMAND)];
                 rest.pipe.setrange(key, at as isize, chunk).ignore();
@@ -906,6 +923,7 @@ impl RedisEngine {
         let mut order: Vec<(u32, Vec<u32>)> = Vec::new();
         let mut todo = vec![group];
         let mut flags: HashMap<u32, bool> = HashMap::new();
+        let per_shard = shard_records(&mut conn, &pk).await?;
         while let Some(g) = todo.pop() {
             let kids = self.children_of(&mut conn, &pk, g).await?;
             let unknown: Vec<u32> = kids
@@ -915,7 +933,7 @@ impl RedisEngine {
                 .collect();
             for (k, is_group) in unknown
                 .iter()
-                .zip(self.are_groups(&mut conn, &pk, &unknown).await?)
+                .zip(self.are_groups(&mut conn, &pk, &unknown, per_shard).await?)
             {
                 flags.insert(*k, is_group);
             }
@@ -990,22 +1008,26 @@ impl RedisEngine {
             .collect())
     }
 
-    /// Whether each node is a group, from the flags of its record.
+    /// Whether each node is a group, from the flags of its record; the
+    /// project's strings hold `per_shard` records a shard.
     async fn are_groups(
         &self,
         conn: &mut ConnectionManager,
         pk: &ProjectKeys,
         nodes: &[u32],
+        per_shard: usize,
     ) -> Result<Vec<bool>, Error> {
         let (Some(&low), Some(&high)) = (nodes.iter().min(), nodes.iter().max()) else {
             return Ok(Vec::new());
         };
+        let place = |n: u32| record_place(n as usize, NODE_BYTES, per_shard);
         // A list's nodes are mostly neighbours: one read of their span.
-        if (high - low) as usize <= 4 * nodes.len() + 64 {
+        let ((shard, at), (last_shard, _)) = (place(low), place(high));
+        if (high - low) as usize <= 4 * nodes.len() + 64 && shard == last_shard {
             let span: Vec<u8> = redis::cmd("GETRANGE")
-                .arg(pk.key("nd"))
-                .arg(low as usize * NODE_BYTES)
-                .arg((high as usize + 1) * NODE_BYTES - 1)
+                .arg(pk.shard("nd", shard))
+                .arg(at)
+                .arg(at + (high - low + 1) as usize * NODE_BYTES - 1)
                 .query_async(conn)
                 .await?;
             return Ok(nodes
@@ -1018,8 +1040,9 @@ impl RedisEngine {
         }
         let mut pipe = redis::pipe();
         for n in nodes {
-            let at = *n as usize * NODE_BYTES + 12;
-            pipe.getrange(pk.key("nd"), at as isize, at as isize);
+            let (shard, at) = place(*n);
+            let at = at + 12;
+            pipe.getrange(pk.shard("nd", shard), at as isize, at as isize);
         }
         let flags: Vec<Vec<u8>> = pipe.query_async(conn).await?;
         Ok(flags
@@ -1146,10 +1169,12 @@ impl RedisEngine {
                 reason: e.to_string(),
             })?;
             let parent_path = parent_path.parent().unwrap_or_default();
+            let per_shard = shard_records(&mut conn, &pk).await?;
+            let (shard, at) = record_place(begun.node as usize, NODE_BYTES, per_shard);
             let parent: u32 = redis::cmd("GETRANGE")
-                .arg(pk.key("nd"))
-                .arg(begun.node as usize * NODE_BYTES)
-                .arg(begun.node as usize * NODE_BYTES + 3)
+                .arg(pk.shard("nd", shard))
+                .arg(at)
+                .arg(at + 3)
                 .query_async::<Vec<u8>>(&mut conn)
                 .await
                 .ok()
@@ -1208,10 +1233,11 @@ impl RedisEngine {
             let last_child = if tail.last == rqm_core::NO_VERTEX {
                 None
             } else {
+                let (shard, at) = record_place(tail.last as usize, VERTEX_BYTES, per_shard);
                 let meta: Vec<u8> = redis::cmd("GETRANGE")
-                    .arg(pk.key("vx"))
-                    .arg(tail.last as usize * VERTEX_BYTES)
-                    .arg(tail.last as usize * VERTEX_BYTES + 3)
+                    .arg(pk.shard("vx", shard))
+                    .arg(at)
+                    .arg(at + 3)
                     .query_async(&mut conn)
                     .await?;
                 let meta: [u8; 4] = meta.try_into().map_err(|_| Error::Corrupt {
@@ -1494,13 +1520,30 @@ impl RedisEngine {
             })?;
         // A part that does not read (a key tampered with) is left out, so
         // that the status still says what it can.
-        let (nd, nl): (Vec<u8>, Vec<u8>) = redis::pipe()
-            .get(pk.key("nd"))
-            .get(pk.key("nl"))
+        let per_shard = parse_shard(meta.get("shard").map(String::as_str));
+        let stored = meta
+            .get("next_node")
+            .and_then(|n| n.parse::<usize>().ok())
+            .unwrap_or(0);
+        let mut pipe = redis::pipe();
+        for k in 0..stored.div_ceil(per_shard).max(1) {
+            pipe.get(pk.shard("nd", k)).get(pk.shard("nl", k));
+        }
+        let shards: Vec<Vec<u8>> = pipe
             .query_async(&mut conn)
             .await
             .map_err(Error::from)
             .or_else(tolerated)?;
+        let (nd, nl): (Vec<u8>, Vec<u8>) = (
+            shards.iter().step_by(2).flatten().copied().collect(),
+            shards
+                .iter()
+                .skip(1)
+                .step_by(2)
+                .flatten()
+                .copied()
+                .collect(),
+        );
         let jobs = hash_all(&mut conn, &pk.key("jb"))
             .await
             .or_else(tolerated)?;
@@ -1732,6 +1775,26 @@ fn begin_reply(id: &str, flat: &[redis::Value]) -> Result<Vec<(u32, u32, Option<
 
 /// The project's result (SPEC 4) from every node record and job result:
 /// each group's the array of its list's, in list order.
+/// Records per shard of a project's record strings, as it was stored with;
+/// `usize::MAX` (one shard) for a project stored before strings had shards.
+async fn shard_records(conn: &mut ConnectionManager, pk: &ProjectKeys) -> Result<usize, Error> {
+    let shard: Option<String> = redis::cmd("HGET")
+        .arg(pk.key("meta"))
+        .arg("shard")
+        .query_async(conn)
+        .await?;
+    Ok(parse_shard(shard.as_deref()))
+}
+
+/// A project's `shard` field as the scripts read it: a value that is not a
+/// positive multiple of 16 (none, or tampered with) means one shard.
+fn parse_shard(field: Option<&str>) -> usize {
+    field
+        .and_then(|s| s.parse::<usize>().ok())
+        .filter(|s| *s >= 16 && s.is_multiple_of(16))
+        .unwrap_or(usize::MAX)
+}
+
 fn assemble(id: &str, nd: &[u8], results: &HashMap<u32, String>) -> Result<Value, Error> {
     let count = nd.len() / NODE_BYTES;
     let mut kids: Vec<Vec<(u32, u32)>> = vec![Vec::new(); count];

@@ -217,6 +217,7 @@ async fn connect(args: RedisArgs, registry: &'static Registry) -> Result<RedisEn
         prefix: args.prefix,
         retention: Duration::from_secs(args.retention_s),
         tls_ca: args.tls_ca,
+        ..Config::default()
     };
     let limits = Limits {
         max_nodes: args.max_nodes,
