@@ -163,6 +163,12 @@ impl RootCompiler {
         self.deferred = deferred;
     }
 
+    /// The root list's tail as it stands: the vertices that the nodes
+    /// still to come add edges to or from.
+    pub fn tail(&self) -> ListTail {
+        self.tail
+    }
+
     /// Ends the root list; returns the number of nodes made, the root
     /// included.
     pub fn finish<S: GraphSink>(self, sink: &mut S) -> u32 {

@@ -22,7 +22,8 @@ use crate::scripts::{
     APPEND, BEGIN, CANCEL, COMPLETE, CORRUPT, DUE, NEXT, OPEN, RELEASE, REQUEUE, TAKE,
 };
 use crate::upload::{
-    GraphUpload, LIVE_BYTES, NODE_BYTES, OwnedJob, Profile, VERTEX_BYTES, parse_tail, tail_text,
+    Drained, GraphUpload, LIVE_BYTES, NODE_BYTES, OwnedJob, Profile, VERTEX_BYTES, parse_tail,
+    tail_text,
 };
 
 /// A project's own keys, in the order its scripts take them as KEYS
@@ -87,6 +88,179 @@ impl Sender {
         }
         self.bytes = 0;
         Ok(())
+    }
+}
+
+/// What a submit needs of its compiled project once the parts are stored.
+struct Compiled {
+    nodes: u32,
+    vertices: usize,
+    queues: Vec<String>,
+    /// Vertices with nothing pending: where the release starts.
+    ready: Vec<u32>,
+    error: Option<String>,
+}
+
+impl Compiled {
+    fn of(upload: &GraphUpload<'_>, nodes: u32) -> Compiled {
+        Compiled {
+            nodes,
+            vertices: upload.vertices(),
+            queues: upload.queues().to_vec(),
+            ready: upload.drained_ready().to_vec(),
+            error: upload.error().map(str::to_owned),
+        }
+    }
+}
+
+/// A submit's writes, part by part as [`GraphUpload::drain`] gives them
+/// (records at their places, shard by shard; lists, tails, profiles and
+/// payloads), in pipelines sent as they fill. Each key is created with its
+/// expiry in one MULTI, so that a submitter that dies mid-upload leaves
+/// nothing that lasts: until the project opens, its keys expire in an
+/// hour, and no worker sees it.
+struct Store {
+    pk: ProjectKeys,
+    per_shard: usize,
+    rest: Sender,
+    /// The keys written so far.
+    created: std::collections::HashSet<String>,
+    /// Batches of the root list stored.
+    root_batches: u32,
+    /// Bytes of the edge string stored.
+    ed_len: usize,
+}
+
+impl Store {
+    fn new(pk: ProjectKeys, shard_records: u32) -> Store {
+        Store {
+            pk,
+            per_shard: shard_records as usize,
+            rest: Sender::default(),
+            created: Default::default(),
+            root_batches: 0,
+            ed_len: 0,
+        }
+    }
+
+    /// Queues `cmd`, which writes `key`; the first write to a key goes with
+    /// its expiry, in one MULTI.
+    fn write(&mut self, key: &str, cmd: redis::Cmd) {
+        let pipe = &mut self.rest.pipe;
+        if self.created.contains(key) {
+            pipe.add_command(cmd).ignore();
+            return;
+        }
+        pipe.cmd("MULTI").ignore();
+        pipe.add_command(cmd).ignore();
+        pipe.expire(key, UPLOAD_EXPIRY).ignore();
+        pipe.cmd("EXEC").ignore();
+        self.created.insert(key.to_owned());
+    }
+
+    /// Stores records `bytes` of string `name`, `size` bytes each, from
+    /// record `first` on, shard by shard.
+    async fn records(
+        &mut self,
+        conn: &mut ConnectionManager,
+        name: &str,
+        size: usize,
+        first: u32,
+        bytes: &[u8],
+    ) -> Result<(), Error> {
+        let mut id = first as usize;
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            let (shard, at) = record_place(id, size, self.per_shard);
+            let room = (self.per_shard - id % self.per_shard) * size;
+            let take = rest.len().min(room).min(BYTES_PER_COMMAND / size * size);
+            let key = self.pk.shard(name, shard);
+            let cmd = redis::cmd("SETRANGE")
+                .arg(&key)
+                .arg(at)
+                .arg(&rest[..take])
+                .clone();
+            self.write(&key, cmd);
+            self.rest.sent(conn, take).await?;
+            id += take / size;
+            rest = &rest[take..];
+        }
+        Ok(())
+    }
+
+    /// Stores fields of hash `name`, in commands of FIELDS_PER_COMMAND.
+    async fn fields<F: redis::ToRedisArgs, V: redis::ToRedisArgs>(
+        &mut self,
+        conn: &mut ConnectionManager,
+        name: &str,
+        fields: &[(F, V)],
+        size: impl Fn(&(F, V)) -> usize,
+    ) -> Result<(), Error> {
+        let key = self.pk.key(name);
+        for chunk in fields.chunks(FIELDS_PER_COMMAND) {
+            let mut cmd = redis::cmd("HSET");
+            cmd.arg(&key);
+            for (field, value) in chunk {
+                cmd.arg(field).arg(value);
+            }
+            self.write(&key, cmd);
+            self.rest.sent(conn, chunk.iter().map(&size).sum()).await?;
+        }
+        Ok(())
+    }
+
+    /// Stores a drained part.
+    async fn part(&mut self, conn: &mut ConnectionManager, part: Drained) -> Result<(), Error> {
+        self.records(conn, "nd", NODE_BYTES, part.first_node, &part.nd)
+            .await?;
+        for (first, vx, vp) in &part.vertices {
+            self.records(conn, "vx", VERTEX_BYTES, *first, vx).await?;
+            self.records(conn, "vp", 4, *first, vp).await?;
+        }
+        let ed = self.pk.key("ed");
+        for chunk in part.ed.chunks(BYTES_PER_COMMAND) {
+            let cmd = redis::cmd("SETRANGE")
+                .arg(&ed)
+                .arg(self.ed_len)
+                .arg(chunk)
+                .clone();
+            self.write(&ed, cmd);
+            self.ed_len += chunk.len();
+            self.rest.sent(conn, chunk.len()).await?;
+        }
+        // Each list as its first batch, the root's as its next (see
+        // `children` in project.lua).
+        let mut lists: Vec<(String, Vec<u8>)> = Vec::new();
+        for (g, kids) in part.children {
+            let packed = kids.iter().flat_map(|k| k.to_be_bytes()).collect();
+            if g == 0 {
+                lists.push((format!("0:{}", self.root_batches), packed));
+                self.root_batches += 1;
+            } else {
+                lists.push((format!("{g}#"), b"1".to_vec()));
+                lists.push((format!("{g}:0"), packed));
+            }
+        }
+        self.fields(conn, "ch", &lists, |(k, v)| k.len() + v.len())
+            .await?;
+        let tails: Vec<(u32, String)> =
+            part.tails.iter().map(|(g, t)| (*g, tail_text(t))).collect();
+        self.fields(conn, "tl", &tails, |_| 32).await?;
+        self.fields(conn, "pf", &part.profiles, |(k, v)| k.len() + v.len())
+            .await?;
+        self.fields(conn, "jb", &part.jobs, |(_, p)| p.len() + 8)
+            .await
+    }
+
+    /// Deletes what was stored (best effort: unopened, it expires within
+    /// the hour anyway).
+    async fn forget(&mut self, conn: &mut ConnectionManager) {
+        // What is queued and not sent is dropped; some of it may have gone.
+        self.rest = Sender::default();
+        let keys: Vec<&String> = self.created.iter().collect();
+        for chunk in keys.chunks(FIELDS_PER_COMMAND) {
+            let _: Result<(), _> = redis::cmd("DEL").arg(chunk).query_async(conn).await;
+        }
     }
 }
 
@@ -434,20 +608,28 @@ impl RedisEngine {
     /// Checks a JSON project (SPEC 8) and submits it.
     ///
     /// The project is streamed: read, checked and compiled in parts of its
-    /// root list on a thread of its own while the jobs already compiled are
-    /// sent, so that neither the whole tree nor all its jobs are held at
-    /// once; what is held whole is the graph's fixed-size records. Should
-    /// the project be rejected part way, what was sent is deleted (and
-    /// would expire within the hour anyway; it is never opened).
-    pub async fn submit_json(&self, json: &[u8]) -> Result<String, Error> {
+    /// root list on a thread of its own while what is already compiled is
+    /// stored: job payloads and every record that is final (all but the
+    /// few vertices at the root list's tail, which later parts add edges
+    /// to), so that neither the tree, nor its jobs, nor its graph is held
+    /// whole. Should the project be rejected part way, what was stored is
+    /// deleted (and would expire within the hour anyway; it is never
+    /// opened).
+    ///
+    /// The text is read on that thread: given as a `Vec<u8>`, it is moved
+    /// there; given borrowed, it is copied.
+    pub async fn submit_json(
+        &self,
+        json: impl Into<std::borrow::Cow<'_, [u8]>>,
+    ) -> Result<String, Error> {
+        let json = json.into();
         if json.len() > self.limits.max_bytes {
             // Refused before anything is copied.
-            parse_project(json, &self.limits, None)?;
+            parse_project(&json, &self.limits, None)?;
         }
         let id = new_id();
-        let jb = self.keys.project(&id).key("jb");
-        let (json, limits, catalog) = (json.to_vec(), self.limits.clone(), self.catalog());
-        let (parts_tx, mut parts) = tokio::sync::mpsc::channel::<Vec<(u32, String)>>(2);
+        let (json, limits, catalog) = (json.into_owned(), self.limits.clone(), self.catalog());
+        let (parts_tx, mut parts) = tokio::sync::mpsc::channel::<Drained>(2);
         let (done_tx, done) = tokio::sync::oneshot::channel();
         std::thread::Builder::new()
             .name("rqm-submit".into())
@@ -461,77 +643,47 @@ impl RedisEngine {
                     PART_NODES,
                     &mut |part| {
                         root.push(&mut upload, part);
-                        let jobs = upload.take_jobs();
+                        let tail = root.tail();
+                        let open = [tail.gate, tail.segment, tail.end, tail.last];
                         // A submit that gave up stops listening; reading
                         // goes on to the end, harmlessly.
-                        let _ = parts_tx.blocking_send(jobs);
+                        let _ = parts_tx.blocking_send(upload.drain(&open));
                     },
                 );
                 drop(parts_tx);
                 let _ = done_tx.send(read.map(|()| {
                     let nodes = root.finish(&mut upload);
-                    (upload, nodes)
+                    let last = upload.drain(&[]);
+                    (Compiled::of(&upload, nodes), last)
                 }));
             })
             .map_err(|e| Error::Submit(format!("cannot start its thread: {e}")))?;
         let mut conn = self.conn.clone();
-        let mut rest = Sender::default();
-        let mut sent: Result<bool, Error> = Ok(false);
-        while let Some(jobs) = parts.recv().await {
-            if let Ok(created) = sent {
-                sent = self
-                    .send_jobs(&mut conn, &mut rest, &jb, &jobs, created)
-                    .await;
+        let mut store = Store::new(self.keys.project(&id), self.config.shard_records);
+        let mut sent: Result<(), Error> = Ok(());
+        while let Some(part) = parts.recv().await {
+            if sent.is_ok() {
+                sent = store.part(&mut conn, part).await;
             }
         }
-        let sent = match sent {
-            Ok(created) => rest.finish(&mut conn).await.map(|()| created),
-            Err(e) => Err(e),
-        };
         let compiled = done
             .await
             .map_err(|_| Error::Submit("its thread stopped without an answer".into()))?;
-        match (compiled, sent) {
-            (Err(rejection), sent) => {
-                if !matches!(sent, Ok(false)) {
-                    // Best effort: unopened, it expires within the hour.
-                    let _: Result<(), _> = redis::cmd("DEL").arg(&jb).query_async(&mut conn).await;
-                }
-                Err(Error::Rejected(rejection))
-            }
+        let stored = match (compiled, sent) {
+            (Err(rejection), _) => Err(Error::Rejected(rejection)),
             (Ok(_), Err(e)) => Err(e),
-            (Ok((upload, nodes)), Ok(_)) => self.store(id, upload, nodes, Step::Release).await,
+            (Ok((compiled, last)), Ok(())) => match store.part(&mut conn, last).await {
+                Ok(()) => {
+                    self.finish_store(&mut conn, &id, &mut store, compiled, Step::Release)
+                        .await
+                }
+                Err(e) => Err(e),
+            },
+        };
+        if stored.is_err() {
+            store.forget(&mut conn).await;
         }
-    }
-
-    /// Sends job payloads; unless `created`, the first of them create the
-    /// hash with its expiry, in one MULTI. Returns whether the hash exists
-    /// now.
-    async fn send_jobs(
-        &self,
-        conn: &mut ConnectionManager,
-        rest: &mut Sender,
-        jb: &str,
-        jobs: &[(u32, String)],
-        created: bool,
-    ) -> Result<bool, Error> {
-        let mut chunks = jobs.chunks(FIELDS_PER_COMMAND);
-        if !created {
-            let Some(head) = chunks.next() else {
-                return Ok(false);
-            };
-            let mut first = redis::pipe();
-            first.atomic();
-            first.hset_multiple(jb, head).ignore();
-            first.expire(jb, UPLOAD_EXPIRY).ignore();
-            let () = first.query_async(conn).await?;
-        }
-        for chunk in chunks {
-            rest.pipe.hset_multiple(jb, chunk).ignore();
-            let size = chunk.iter().map(|(_, p)| p.len() + 8).sum();
-            rest.sent(conn, size).await?;
-        }
-        Ok(true)
+        stored.map(|()| id)
     }
 
     /// Checks `project` and stores it; workers see it only once all of it
@@ -559,187 +711,96 @@ impl RedisEngine {
         let id = new_id();
         let mut upload = GraphUpload::new(0, 0, self.catalog(), Vec::new());
         let nodes = compile_root(&mut upload, project.jobs);
-        self.store(id, upload, nodes, last).await
+        let part = upload.drain(&[]);
+        let compiled = Compiled::of(&upload, nodes);
+        drop(upload);
+        let mut conn = self.conn.clone();
+        let mut store = Store::new(self.keys.project(&id), self.config.shard_records);
+        let stored = match store.part(&mut conn, part).await {
+            Ok(()) => {
+                self.finish_store(&mut conn, &id, &mut store, compiled, last)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        if stored.is_err() {
+            store.forget(&mut conn).await;
+        }
+        stored.map(|()| id)
     }
 
-    /// Stores a compiled project (its job payloads, or those not already
-    /// sent) and, up to `last`, opens and releases it.
-    async fn store(
+    /// Stores what is left of a compiled project once its parts are: the
+    /// live records, the root list's batch count, and the meta hash (last,
+    /// so that a project whose meta exists is whole); up to `last`, opens
+    /// and releases it.
+    async fn finish_store(
         &self,
-        id: String,
-        upload: GraphUpload<'_>,
-        nodes: u32,
+        conn: &mut ConnectionManager,
+        id: &str,
+        store: &mut Store,
+        compiled: Compiled,
         last: Step,
-    ) -> Result<String, Error> {
-        if let Some(error) = upload.error() {
+    ) -> Result<(), Error> {
+        if let Some(error) = compiled.error {
             return Err(Error::Rejected(Rejection {
                 errors: vec![ValidationError {
                     path: Path::root(),
                     key: Some("queue".into()),
-                    message: error.to_owned(),
+                    message: error,
                 }],
             }));
         }
-        let pk = self.keys.project(&id);
-        let (vx, vp, ed) = upload.vertex_bytes(0);
-        let nd = upload.node_bytes();
-        let node_count = upload.nodes();
-        let mut conn = self.conn.clone();
-        // Each key is created with its expiry in one MULTI, so that a
-        // submitter that dies mid-upload leaves nothing that lasts: until the
-        // project opens, its keys expire in an hour, and no worker sees it.
-        let mut first = redis::pipe();
-        first.atomic();
-        let mut rest = Sender::default();
-        // The record strings go shard by shard (see `lua/graph.lua`); the
-        // overflow edge blocks, addressed by offset, as one string.
-        let per_shard = self.config.shard_records as usize;
-        let mut strings: Vec<(String, &[u8])> = vec![(pk.key("ed"), &ed)];
-        for (name, bytes, size) in [
-            ("vx", &vx, VERTEX_BYTES),
-            ("vp", &vp, 4),
-            ("nd", &nd, NODE_BYTES),
-        ] {
-            for (k, part) in bytes.chunks(per_shard * size).enumerate() {
-                strings.push((pk.shard(name, k), part));
-            }
-        }
-        // Created at full length, then written in place: appending would
-        // copy a string again as it grows. What fits in one command's worth
-        // goes in the first call, the rest streams after it.
-        let mut budget = BYTES_PER_COMMAND;
-        let mut sent_first = Vec::with_capacity(strings.len());
-        for (key, bytes) in &strings {
-            let head = &bytes[..bytes.len().min(budget)];
-            budget -= head.len();
-            sent_first.push(head.len());
-            first.append(key, head).ignore();
-            if bytes.len() > head.len() {
-                first
-                    .setrange(key, (bytes.len() - 1) as isize, &bytes[bytes.len() - 1..])
-                    .ignore();
-            }
-            first.expire(key, UPLOAD_EXPIRY).ignore();
-        }
+        let nodes = compiled.nodes as usize;
+        let per_shard = store.per_shard;
         // The live records start zeroed: one byte written at each shard's
         // end.
-        for k in 0..node_count.div_ceil(per_shard).max(1) {
-            let live = pk.shard("nl", k);
-            let records = (node_count - k * per_shard).min(per_shard);
-            first
-                .setrange(
-                    &live,
-                    (records * LIVE_BYTES).max(1) as isize - 1,
-                    &[0u8][..],
-                )
-                .ignore();
-            first.expire(&live, UPLOAD_EXPIRY).ignore();
+        for k in 0..nodes.div_ceil(per_shard).max(1) {
+            let records = (nodes - k * per_shard).min(per_shard);
+            let at = (records * LIVE_BYTES).max(1) - 1;
+            let key = store.pk.shard("nl", k);
+            store.write(
+                &key,
+                redis::cmd("SETRANGE")
+                    .arg(&key)
+                    .arg(at)
+                    .arg(&[0u8][..])
+                    .clone(),
+            );
         }
-        // Each group's list as its first batch (see `children` in project.lua).
-        let children: Vec<(String, Vec<u8>)> = upload
-            .children()
-            .iter()
-            .flat_map(|(g, kids)| {
-                [
-                    (format!("{g}#"), b"1".to_vec()),
-                    (
-                        format!("{g}:0"),
-                        kids.iter().flat_map(|k| k.to_be_bytes()).collect(),
-                    ),
-                ]
-            })
-            .collect();
-        let tails: Vec<(u32, String)> = upload
-            .tails()
-            .iter()
-            .map(|(g, t)| (*g, tail_text(t)))
-            .collect();
-        let profiles: Vec<(&String, &String)> = upload.profiles().iter().collect();
-        let (ch, tl, pf) = (pk.key("ch"), pk.key("tl"), pk.key("pf"));
-        let heads = [
-            (&ch, children.len()),
-            (&tl, tails.len()),
-            (&pf, profiles.len()),
-        ];
-        let head = |len: usize| len.min(FIELDS_PER_COMMAND);
-        if !children.is_empty() {
-            first
-                .hset_multiple(&ch, &children[..head(children.len())])
-                .ignore();
+        let ch = store.pk.key("ch");
+        let batches = store.root_batches;
+        store.write(
+            &ch,
+            redis::cmd("HSET").arg(&ch).arg("0#").arg(batches).clone(),
+        );
+        let meta = store.pk.key("meta");
+        let mut hset = redis::cmd("HSET");
+        hset.arg(&meta);
+        for (field, value) in [
+            ("status", "running".to_owned()),
+            ("submitted_ms", now_ms().to_string()),
+            ("next_node", compiled.nodes.to_string()),
+            ("next_vertex", compiled.vertices.to_string()),
+            ("queues", compiled.queues.join(",")),
+            ("retention_s", self.config.retention.as_secs().to_string()),
+            ("shard", per_shard.to_string()),
+        ] {
+            hset.arg(field).arg(value);
         }
-        if !tails.is_empty() {
-            first
-                .hset_multiple(&tl, &tails[..head(tails.len())])
-                .ignore();
-        }
-        if !profiles.is_empty() {
-            first
-                .hset_multiple(&pf, &profiles[..head(profiles.len())])
-                .ignore();
-        }
-        for (key, len) in heads {
-            if len > 0 {
-                first.expire(key, UPLOAD_EXPIRY).ignore();
-            }
-        }
-        let queues = upload.queues().join(",");
-        first
-            .hset_multiple(
-                pk.key("meta"),
-                &[
-                    ("status", "running".to_owned()),
-                    ("submitted_ms", now_ms().to_string()),
-                    ("next_node", nodes.to_string()),
-                    ("next_vertex", upload.vertices().to_string()),
-                    ("queues", queues),
-                    ("retention_s", self.config.retention.as_secs().to_string()),
-                    ("shard", per_shard.to_string()),
-                ],
-            )
-            .ignore();
-        first.expire(pk.key("meta"), UPLOAD_EXPIRY).ignore();
-        let () = first.query_async(&mut conn).await?;
-        // The rest streams in pipelines of about BYTES_PER_PIPELINE, each
-        // sent as it fills, so that no second copy of the project is held.
-        for ((key, bytes), head) in strings.iter().zip(sent_first) {
-            let mut at = head;
-            while at < bytes.len() {
-                let chunk = &bytes[at..bytes.len().min(at + BYTES_PER_COMMAND)];
-                rest.pipe.setrange(key, at as isize, chunk).ignore();
-                rest.sent(&mut conn, chunk.len()).await?;
-                at += chunk.len();
-            }
-        }
-        // Payloads not sent yet (a streamed submit sent its own).
-        self.send_jobs(&mut conn, &mut rest, &pk.key("jb"), upload.jobs(), false)
-            .await?;
-        for chunk in children[head(children.len())..].chunks(FIELDS_PER_COMMAND) {
-            rest.pipe.hset_multiple(&ch, chunk).ignore();
-            let size = chunk.iter().map(|(k, v)| k.len() + v.len()).sum();
-            rest.sent(&mut conn, size).await?;
-        }
-        for chunk in tails[head(tails.len())..].chunks(FIELDS_PER_COMMAND) {
-            rest.pipe.hset_multiple(&tl, chunk).ignore();
-            rest.sent(&mut conn, chunk.len() * 32).await?;
-        }
-        for chunk in profiles[head(profiles.len())..].chunks(FIELDS_PER_COMMAND) {
-            rest.pipe.hset_multiple(&pf, chunk).ignore();
-            rest.sent(&mut conn, chunk.len() * 128).await?;
-        }
-        rest.finish(&mut conn).await?;
-        drop((vx, vp, ed, nd, children, tails));
+        store.write(&meta, hset);
+        store.rest.finish(conn).await?;
         if last == Step::Upload {
-            return Ok(id);
+            return Ok(());
         }
         let more: i64 = self
-            .script(&OPEN, &id, upload.queues())
-            .arg(upload.ready_vertices())
-            .invoke_async(&mut conn)
+            .script(&OPEN, id, &compiled.queues)
+            .arg(compiled.ready)
+            .invoke_async(conn)
             .await?;
         if more == 1 && last == Step::Release {
-            self.release(&id).await?;
+            self.release(id).await?;
         }
-        Ok(id)
+        Ok(())
     }
 
     /// Takes up to `n` ready jobs of `queue`, each entry leased for `lease`.

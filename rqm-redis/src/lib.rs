@@ -27,4 +27,4 @@ pub use graph::{Fired, fire, upload};
 pub use keys::{Keys, ProjectKeys};
 pub use redis;
 pub use scripts::script_names;
-pub use upload::{GraphUpload, LIVE_BYTES, NODE_BYTES, Profile, VERTEX_BYTES};
+pub use upload::{Drained, GraphUpload, LIVE_BYTES, NODE_BYTES, Profile, VERTEX_BYTES};

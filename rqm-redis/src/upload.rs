@@ -74,6 +74,140 @@ pub struct ExternalEdges {
     pub ed: Vec<u8>,
 }
 
+/// What [`GraphUpload::drain`] takes out: final records, to be stored at
+/// their places.
+#[derive(Debug, Default)]
+pub struct Drained {
+    /// The first node of `nd`.
+    pub first_node: u32,
+    /// Node records from `first_node` on.
+    pub nd: Vec<u8>,
+    /// Runs of vertex records: first vertex, records (vx), pending counts
+    /// (vp).
+    pub vertices: Vec<(u32, Vec<u8>, Vec<u8>)>,
+    /// Overflow edge blocks, to go on the end of the edge string.
+    pub ed: Vec<u8>,
+    /// Groups' new children (a list, or for the root a batch of it).
+    pub children: Vec<(u32, Vec<u32>)>,
+    /// Groups' final tails.
+    pub tails: Vec<(u32, ListTail)>,
+    /// New profiles, by id.
+    pub profiles: Vec<(String, String)>,
+    /// Job payloads by node id.
+    pub jobs: Vec<(u32, String)>,
+}
+
+/// A run of consecutive edge targets; `job`: `(owner, queue)` of the first
+/// when they are all jobs of consecutive nodes on one queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct EdgeRun {
+    first: u32,
+    len: u32,
+    job: Option<(u32, u32)>,
+}
+
+/// A drained vertex that still gets edges: its record as it stands, with
+/// its targets as runs (a root gate's million targets are one run).
+#[derive(Debug)]
+struct Kept {
+    meta: u32,
+    pending: u32,
+    runs: Vec<EdgeRun>,
+}
+
+impl Kept {
+    /// Adds target `to`, `(owner, queue)` when it is a job's.
+    fn push(&mut self, to: u32, job: Option<(u32, u32)>) {
+        if let Some(last) = self.runs.last_mut()
+            && to == last.first + last.len
+        {
+            match (last.job, job) {
+                (None, None) => {
+                    last.len += 1;
+                    return;
+                }
+                (Some((owner, queue)), Some((o, q))) if o == owner + last.len && q == queue => {
+                    last.len += 1;
+                    return;
+                }
+                _ => {}
+            }
+        }
+        self.runs.push(EdgeRun {
+            first: to,
+            len: 1,
+            job,
+        });
+    }
+
+    /// Its record and pending count; overflow blocks appended to `ed`,
+    /// which starts at byte `edge_base` of the edge string.
+    fn record(&self, edge_base: usize, ed: &mut Vec<u8>) -> (Vec<u8>, Vec<u8>) {
+        // The first two targets go inline, the rest in blocks.
+        let mut runs = self.runs.clone();
+        let mut inline = [0u32; 2];
+        for slot in &mut inline {
+            let Some(run) = runs.first_mut() else { break };
+            *slot = run.first + 1;
+            run.first += 1;
+            run.len -= 1;
+            run.job = run.job.map(|(owner, queue)| (owner + 1, queue));
+            if run.len == 0 {
+                runs.remove(0);
+            }
+        }
+        let (head, tail) = write_blocks(&runs, edge_base, ed);
+        let mut vx = Vec::with_capacity(VERTEX_BYTES);
+        for word in [self.meta, inline[0], inline[1], head, tail] {
+            vx.extend_from_slice(&word.to_be_bytes());
+        }
+        (vx, self.pending.to_be_bytes().to_vec())
+    }
+}
+
+/// Writes `runs` of targets as a chain of overflow blocks: a range block
+/// for each run of at least `RANGE_MIN`, list blocks for the others'
+/// targets between them. Returns the offsets + 1 of its first and last
+/// block (0, 0 for none); `ed` starts at byte `edge_base` of the string.
+fn write_blocks(runs: &[EdgeRun], edge_base: usize, ed: &mut Vec<u8>) -> (u32, u32) {
+    let mut blocks: Vec<Vec<u32>> = Vec::new();
+    let mut list: Vec<u32> = Vec::new();
+    let flush = |list: &mut Vec<u32>, blocks: &mut Vec<Vec<u32>>| {
+        if !list.is_empty() {
+            let mut block = vec![list.len() as u32, 0];
+            block.append(list);
+            blocks.push(block);
+        }
+    };
+    for run in runs {
+        if run.len as usize >= RANGE_MIN {
+            flush(&mut list, &mut blocks);
+            let (owner, queue) = run.job.unwrap_or((NO_OWNER, 0));
+            blocks.push(vec![run.len | RANGE_BLOCK, 0, run.first, owner, queue]);
+        } else {
+            list.extend(run.first..run.first + run.len);
+        }
+    }
+    flush(&mut list, &mut blocks);
+    let mut first = 0;
+    let mut last = 0;
+    let count = blocks.len();
+    for (k, mut block) in blocks.into_iter().enumerate() {
+        let at = (edge_base + ed.len()) as u32 + 1;
+        if k + 1 < count {
+            block[1] = at + 4 * block.len() as u32;
+        }
+        if k == 0 {
+            first = at;
+        }
+        last = at;
+        for word in block {
+            ed.extend_from_slice(&word.to_be_bytes());
+        }
+    }
+    (first, last)
+}
+
 /// A job's profile as the upload last worked it out.
 struct LastProfile {
     func: String,
@@ -99,6 +233,17 @@ struct NodeRecord {
 pub struct GraphUpload<'c> {
     base_vertex: u32,
     base_node: u32,
+    /// The first vertex and node still held (earlier ones were drained).
+    window_vertex: u32,
+    window_node: u32,
+    /// Drained vertices that still get edges, by id.
+    kept: BTreeMap<u32, Kept>,
+    /// Bytes of overflow blocks drained so far.
+    ed_len: usize,
+    /// Drained vertices with nothing pending.
+    ready: Vec<u32>,
+    /// Ids of profiles not yet drained, in the order they were made.
+    new_profiles: Vec<String>,
     catalog: Option<&'c (dyn Catalog + Sync)>,
     meta: Vec<u32>,
     /// Each vertex's out-edges; most have one or two.
@@ -146,6 +291,12 @@ impl<'c> GraphUpload<'c> {
         GraphUpload {
             base_vertex,
             base_node,
+            window_vertex: base_vertex,
+            window_node: base_node,
+            kept: BTreeMap::new(),
+            ed_len: 0,
+            ready: Vec::new(),
+            new_profiles: Vec::new(),
             catalog,
             meta: Vec::new(),
             out: Vec::new(),
@@ -174,19 +325,21 @@ impl<'c> GraphUpload<'c> {
         }
     }
 
-    /// New vertices.
+    /// New vertices, drained ones included.
     pub fn vertices(&self) -> usize {
-        self.meta.len()
+        (self.window_vertex - self.base_vertex) as usize + self.meta.len()
     }
 
-    /// New nodes.
+    /// New nodes, drained ones included.
     pub fn nodes(&self) -> usize {
-        self.nodes.len()
+        (self.window_node - self.base_node) as usize + self.nodes.len()
     }
 
     /// The vertex of a new job node.
     pub fn job_vertex(&self, node: u32) -> Option<VertexId> {
-        let rec = self.nodes.get(node.checked_sub(self.base_node)? as usize)?;
+        let rec = self
+            .nodes
+            .get(node.checked_sub(self.window_node)? as usize)?;
         (rec.flags & 1 == 0).then_some(rec.vertex)
     }
 
@@ -233,7 +386,8 @@ impl<'c> GraphUpload<'c> {
     }
 
     /// The edges from older vertices as the append script adds them, its
-    /// overflow blocks written at byte `edge_base` of the edge string on:
+    /// overflow blocks written at byte `edge_base` of the edge string on
+    /// (each chain after the one before it):
     /// an older vertex with more than two new edges gets them as one chain
     /// of blocks (ranges where the targets run on, so that the server
     /// releases a run of jobs at once), linked in with a few writes; one
@@ -254,7 +408,8 @@ impl<'c> GraphUpload<'c> {
                 plan.pairs.extend(targets.iter().flat_map(|&t| [from, t]));
                 continue;
             }
-            let (head, tail) = self.edge_blocks(&targets, edge_base + plan.ed.len(), &mut plan.ed);
+            let runs = self.target_runs(&targets);
+            let (head, tail) = write_blocks(&runs, edge_base, &mut plan.ed);
             // The targets as runs `first, last`, for the server to count
             // each one's new wait (at once for a run that waits on nothing).
             let mut runs: Vec<[u32; 2]> = Vec::new();
@@ -288,78 +443,166 @@ impl<'c> GraphUpload<'c> {
     /// consecutive nodes on one queue, so that the server releases them
     /// as one run, else `u32::MAX`.
     pub fn vertex_bytes(&self, edge_base: usize) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
-        let mut vx = Vec::with_capacity(self.meta.len() * VERTEX_BYTES);
-        let mut vp = Vec::with_capacity(self.meta.len() * 4);
         let mut ed = Vec::new();
-        for (i, targets) in self.out.iter().enumerate() {
-            let inline = |k: usize| targets.get(k).map_or(0, |t| t + 1);
-            let (head, tail) = if targets.len() > 2 {
-                self.edge_blocks(&targets[2..], edge_base, &mut ed)
-            } else {
-                (0, 0)
-            };
-            let (pending, inline0, inline1) = (self.pending[i], inline(0), inline(1));
-            vp.extend_from_slice(&pending.to_be_bytes());
-            for word in [self.meta[i], inline0, inline1, head, tail] {
-                vx.extend_from_slice(&word.to_be_bytes());
-            }
-        }
+        let (vx, vp) = self.records(0..self.meta.len(), edge_base, &mut ed);
         (vx, vp, ed)
     }
 
-    /// Writes `targets` as a chain of overflow blocks; returns the offsets
-    /// + 1 of its first and last block.
-    fn edge_blocks(&self, targets: &[u32], edge_base: usize, ed: &mut Vec<u8>) -> (u32, u32) {
-        let mut blocks: Vec<Vec<u32>> = Vec::new();
-        let mut list: Vec<u32> = Vec::new();
+    /// The records (vx, vp) of held vertices `range` (indices into the
+    /// window), their overflow blocks appended to `ed`, which starts at byte
+    /// `edge_base` of the edge string.
+    fn records(
+        &self,
+        range: std::ops::Range<usize>,
+        edge_base: usize,
+        ed: &mut Vec<u8>,
+    ) -> (Vec<u8>, Vec<u8>) {
+        let mut vx = Vec::with_capacity(range.len() * VERTEX_BYTES);
+        let mut vp = Vec::with_capacity(range.len() * 4);
+        for i in range {
+            let targets = &self.out[i];
+            let inline = |k: usize| targets.get(k).map_or(0, |t| t + 1);
+            let (head, tail) = if targets.len() > 2 {
+                let runs = self.target_runs(&targets[2..]);
+                write_blocks(&runs, edge_base, ed)
+            } else {
+                (0, 0)
+            };
+            vp.extend_from_slice(&self.pending[i].to_be_bytes());
+            for word in [self.meta[i], inline(0), inline(1), head, tail] {
+                vx.extend_from_slice(&word.to_be_bytes());
+            }
+        }
+        (vx, vp)
+    }
+
+    /// `targets` as runs of consecutive ones; a run long enough for a
+    /// range block notes whether it is a run of jobs (see `job_run`).
+    fn target_runs(&self, targets: &[u32]) -> Vec<EdgeRun> {
+        let mut runs = Vec::new();
         let mut i = 0;
         while i < targets.len() {
             let mut j = i + 1;
             while j < targets.len() && targets[j] == targets[j - 1] + 1 {
                 j += 1;
             }
-            if j - i >= RANGE_MIN {
-                if !list.is_empty() {
-                    let mut block = vec![list.len() as u32, 0];
-                    block.append(&mut list);
-                    blocks.push(block);
-                }
-                let run = &targets[i..j];
-                let (owner, queue) = self.job_run(run).unwrap_or((NO_OWNER, 0));
-                blocks.push(vec![
-                    run.len() as u32 | RANGE_BLOCK,
-                    0,
-                    run[0],
-                    owner,
-                    queue,
-                ]);
+            let run = &targets[i..j];
+            let job = if run.len() >= RANGE_MIN {
+                self.job_run(run)
             } else {
-                list.extend_from_slice(&targets[i..j]);
-            }
+                None
+            };
+            runs.push(EdgeRun {
+                first: run[0],
+                len: run.len() as u32,
+                job,
+            });
             i = j;
         }
-        if !list.is_empty() {
-            let mut block = vec![list.len() as u32, 0];
-            block.append(&mut list);
-            blocks.push(block);
+        runs
+    }
+
+    /// `(owner, queue)` of vertex `v` when it is a held job's.
+    fn job_info(&self, v: u32) -> Option<(u32, u32)> {
+        let meta = *self.meta.get(v.checked_sub(self.window_vertex)? as usize)?;
+        if meta >> 30 != 0 {
+            return None;
         }
-        let mut first = 0;
-        let mut last = 0;
-        let count = blocks.len();
-        for (k, mut block) in blocks.into_iter().enumerate() {
-            let at = (edge_base + ed.len()) as u32 + 1;
-            if k + 1 < count {
-                block[1] = at + 4 * block.len() as u32;
+        let owner = meta & 0x3fff_ffff;
+        let rec = self
+            .nodes
+            .get(owner.checked_sub(self.window_node)? as usize)?;
+        Some((owner, u32::from(rec.queue)))
+    }
+
+    /// Takes out what is final of a submit's graph, so that it is stored
+    /// and not held: every held vertex and node but `open` (the vertices
+    /// that later nodes still add edges to or from: the root list's tail),
+    /// which are kept apart and given out once no longer open. Every
+    /// group's list but the root's is complete (parts end between root
+    /// nodes); the root's comes in batches.
+    pub fn drain(&mut self, open: &[VertexId]) -> Drained {
+        let first = self.window_vertex;
+        let held = self.meta.len();
+        let mut part = Drained {
+            first_node: self.window_node,
+            ..Drained::default()
+        };
+        let edge_base = self.ed_len;
+        // Kept vertices that are no longer open are final now.
+        let closed: Vec<u32> = self
+            .kept
+            .keys()
+            .copied()
+            .filter(|v| !open.contains(v))
+            .collect();
+        for v in closed {
+            let kept = self.kept.remove(&v).expect("listed");
+            let (vx, vp) = kept.record(edge_base, &mut part.ed);
+            if kept.pending == 0 {
+                self.ready.push(v);
             }
-            if k == 0 {
-                first = at;
-            }
-            last = at;
-            for word in block {
-                ed.extend_from_slice(&word.to_be_bytes());
-            }
+            part.vertices.push((v, vx, vp));
         }
-        (first, last)
+        // Held ones that are open are kept; the rest, between them, go.
+        let mut holes: Vec<usize> = open
+            .iter()
+            .filter(|v| (first..first + held as u32).contains(v))
+            .map(|v| (v - first) as usize)
+            .collect();
+        holes.sort_unstable();
+        holes.dedup();
+        for &i in &holes {
+            let mut kept = Kept {
+                meta: self.meta[i],
+                pending: self.pending[i],
+                runs: Vec::new(),
+            };
+            for &t in &self.out[i] {
+                kept.push(t, self.job_info(t));
+            }
+            self.kept.insert(first + i as u32, kept);
+        }
+        let mut from = 0;
+        for bound in holes.iter().copied().chain([held]) {
+            if from < bound {
+                let (vx, vp) = self.records(from..bound, edge_base, &mut part.ed);
+                part.vertices.push((first + from as u32, vx, vp));
+                self.ready.extend(
+                    (from..bound)
+                        .filter(|&i| self.pending[i] == 0)
+                        .map(|i| first + i as u32),
+                );
+            }
+            from = bound + 1;
+        }
+        self.ed_len += part.ed.len();
+        part.nd = self.node_bytes();
+        self.window_vertex += held as u32;
+        self.window_node += self.nodes.len() as u32;
+        self.meta.clear();
+        self.out.clear();
+        self.pending.clear();
+        self.nodes.clear();
+        part.children = std::mem::take(&mut self.children).into_iter().collect();
+        part.tails = std::mem::take(&mut self.tails).into_iter().collect();
+        self.paths.retain(|g, _| *g == 0);
+        self.last_child.retain(|g, _| *g == 0);
+        part.profiles = std::mem::take(&mut self.new_profiles)
+            .into_iter()
+            .map(|id| {
+                let json = self.profiles[&id].clone();
+                (id, json)
+            })
+            .collect();
+        part.jobs = self.take_jobs();
+        part
+    }
+
+    /// The drained vertices with nothing pending, in the order drained:
+    /// where a fresh project's release starts.
+    pub fn drained_ready(&self) -> &[u32] {
+        &self.ready
     }
 
     /// `(first owner, queue)` when every vertex of `run` is a new job's,
@@ -367,14 +610,14 @@ impl<'c> GraphUpload<'c> {
     fn job_run(&self, run: &[u32]) -> Option<(u32, u32)> {
         let mut first = None;
         for (k, &v) in run.iter().enumerate() {
-            let meta = *self.meta.get(v.checked_sub(self.base_vertex)? as usize)?;
+            let meta = *self.meta.get(v.checked_sub(self.window_vertex)? as usize)?;
             if meta >> 30 != 0 {
                 return None;
             }
             let owner = meta & 0x3fff_ffff;
             let queue = self
                 .nodes
-                .get(owner.checked_sub(self.base_node)? as usize)?
+                .get(owner.checked_sub(self.window_node)? as usize)?
                 .queue;
             match first {
                 None => first = Some((owner, queue)),
@@ -393,13 +636,13 @@ impl<'c> GraphUpload<'c> {
         let mut runs = Vec::new();
         let mut open: Option<[u32; 4]> = None;
         for (i, &meta) in self.meta.iter().enumerate() {
-            let v = self.base_vertex + i as u32;
+            let v = self.window_vertex + i as u32;
             let job = (meta >> 30 == 0)
                 .then_some(meta & 0x3fff_ffff)
                 .and_then(|owner| {
                     let rec = self
                         .nodes
-                        .get(owner.checked_sub(self.base_node)? as usize)?;
+                        .get(owner.checked_sub(self.window_node)? as usize)?;
                     Some((owner, u32::from(rec.queue)))
                 });
             open = match (open, job) {
@@ -426,7 +669,7 @@ impl<'c> GraphUpload<'c> {
             .iter()
             .enumerate()
             .filter(|(_, p)| **p == 0)
-            .map(|(i, _)| self.base_vertex + i as u32)
+            .map(|(i, _)| self.window_vertex + i as u32)
             .collect()
     }
 
@@ -503,9 +746,12 @@ impl<'c> GraphUpload<'c> {
         };
         let profile_json = serde_json::to_string(&profile).expect("a profile serializes");
         let profile_id = profile_key(&profile_json);
-        self.profiles
-            .entry(profile_id.clone())
-            .or_insert(profile_json);
+        if let std::collections::btree_map::Entry::Vacant(slot) =
+            self.profiles.entry(profile_id.clone())
+        {
+            slot.insert(profile_json);
+            self.new_profiles.push(profile_id.clone());
+        }
         let queue = self.queue_index(&queue);
         self.last_profile = Some(LastProfile {
             func: spec.func.clone(),
@@ -520,7 +766,7 @@ impl<'c> GraphUpload<'c> {
     fn record(&mut self, node: u32, place: Place, rec: NodeRecord) {
         debug_assert_eq!(
             node,
-            self.base_node + self.nodes.len() as u32,
+            self.window_node + self.nodes.len() as u32,
             "nodes in order"
         );
         if place.parent != NO_PARENT {
@@ -537,7 +783,7 @@ fn flags(place: &Place, group: bool) -> u8 {
 
 impl GraphSink for GraphUpload<'_> {
     fn vertex(&mut self, role: Role, owner: u32) -> VertexId {
-        let id = self.base_vertex + self.meta.len() as VertexId;
+        let id = self.window_vertex + self.meta.len() as VertexId;
         self.meta.push(role_bits(role) << 30 | owner);
         self.out.push(SmallVec::new());
         self.pending.push(0);
@@ -550,11 +796,33 @@ impl GraphSink for GraphUpload<'_> {
             self.external.push((from, to));
             return;
         }
-        self.out[(from - self.base_vertex) as usize].push(to);
+        if from < self.window_vertex {
+            // An open vertex of a part already drained (see `drain`).
+            let info = self.job_info(to);
+            match self.kept.get_mut(&from) {
+                Some(kept) => kept.push(to, info),
+                None => {
+                    self.error = Some(format!(
+                        "internal: an edge from vertex {from}, drained as final"
+                    ));
+                }
+            }
+        } else {
+            self.out[(from - self.window_vertex) as usize].push(to);
+        }
         if to < self.base_vertex {
             self.older_targets.push(to);
+        } else if to < self.window_vertex {
+            match self.kept.get_mut(&to) {
+                Some(kept) => kept.pending += 1,
+                None => {
+                    self.error = Some(format!(
+                        "internal: an edge to vertex {to}, drained as final"
+                    ));
+                }
+            }
         } else {
-            self.pending[(to - self.base_vertex) as usize] += 1;
+            self.pending[(to - self.window_vertex) as usize] += 1;
         }
     }
 
@@ -677,4 +945,32 @@ pub(crate) struct OwnedJob {
 /// Deserializes a present field, `null` included, as `Some`.
 fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
     Value::deserialize(d).map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two older vertices that each get three new edges: two chains of
+    /// blocks, the second right after the first.
+    #[test]
+    fn chains_from_older_vertices_follow_one_another() {
+        let mut upload = GraphUpload::new(10, 5, None, Vec::new());
+        let new: Vec<VertexId> = (0..6).map(|_| upload.vertex(Role::Segment, 0)).collect();
+        for &t in &new[..3] {
+            upload.edge(1, t);
+        }
+        for &t in &new[3..] {
+            upload.edge(2, t);
+        }
+        let plan = upload.external_plan(100);
+        // One list block each: count, next, three targets.
+        let block = 5 * 4;
+        assert_eq!(plan.ed.len(), 2 * block);
+        let heads: Vec<(u32, u32, u32)> = plan.chains.iter().map(|c| (c.0, c.1, c.2)).collect();
+        assert_eq!(
+            heads,
+            vec![(1, 101, 101), (2, 101 + block as u32, 101 + block as u32)]
+        );
+    }
 }

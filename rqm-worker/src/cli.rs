@@ -285,7 +285,7 @@ async fn command(command: Command, registry: &'static Registry) -> Result<ExitCo
         } => {
             let bytes = read(&file)?;
             let engine = connect(redis, registry).await?;
-            let id = match engine.submit_json(&bytes).await {
+            let id = match engine.submit_json(bytes).await {
                 Ok(id) => id,
                 Err(rqm_redis::Error::Rejected(rejection)) => {
                     eprintln!("{}: {rejection}", file.display());

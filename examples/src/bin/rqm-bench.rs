@@ -640,13 +640,15 @@ async fn submit_child(args: &Args) -> Fallible<()> {
     let json = fanout_json(n.saturating_sub(1));
     let idle = engine(&url, QUIET_PREFIX).await?;
     let peak_json = rss_field("VmHWM:");
+    let json_bytes = json.len();
     let start = Instant::now();
-    idle.submit_json(&json).await?;
+    // Moved, as `rqm-worker submit` moves the file it read.
+    idle.submit_json(json).await?;
     let seconds = start.elapsed().as_secs_f64();
     let peak_end = rss_field("VmHWM:");
     println!(
         "{}",
-        json!({"seconds": seconds, "json_bytes": json.len(), "peak_rss_with_json_bytes": peak_json, "peak_rss_after_submit_bytes": peak_end})
+        json!({"seconds": seconds, "json_bytes": json_bytes, "peak_rss_with_json_bytes": peak_json, "peak_rss_after_submit_bytes": peak_end})
     );
     Ok(())
 }
@@ -870,6 +872,10 @@ async fn tree(bench: &mut Bench, args: &Args, out: &mut Out) -> Fallible<()> {
     Ok(())
 }
 
+/// What a submit may add to its process's peak memory, whatever the
+/// project's size.
+const SUBMITTER_BUDGET_MB: f64 = 64.0;
+
 async fn submit(bench: &mut Bench, args: &Args, out: &mut Out) -> Fallible<()> {
     // Under a prefix no worker serves (see submit_child): only the submit
     // is measured.
@@ -908,6 +914,15 @@ async fn submit(bench: &mut Bench, args: &Args, out: &mut Out) -> Fallible<()> {
                 "<=",
                 0.0
             ),
+            // Bounded: the submit holds parts, not the project, so what it
+            // adds to the process is the same at any size.
+            out.target(
+                "submit",
+                "submitter_growth_mb",
+                growth as f64 / 1e6,
+                "<=",
+                SUBMITTER_BUDGET_MB
+            ),
         ]);
         let line = merge(
             common(args),
@@ -916,10 +931,11 @@ async fn submit(bench: &mut Bench, args: &Args, out: &mut Out) -> Fallible<()> {
         out.emit(
             line,
             format!(
-                "submit: {n} nodes ({:.1} MB of JSON) in {seconds:.3} s; the submitting process peaked at {:.0} MB ({:.0} MB with the JSON read, so {:.0} B/node for the submit); slowest Redis call {} us",
+                "submit: {n} nodes ({:.1} MB of JSON) in {seconds:.3} s; the submitting process peaked at {:.0} MB ({:.0} MB with the JSON read, so the submit added {:.0} MB, {:.0} B/node); slowest Redis call {} us",
                 json_bytes as f64 / 1e6,
                 peak_end as f64 / 1e6,
                 peak_json as f64 / 1e6,
+                growth as f64 / 1e6,
                 growth as f64 / n as f64,
                 stats.slowest_us
             ),
@@ -962,7 +978,7 @@ async fn memory(bench: &mut Bench, args: &Args, out: &mut Out) -> Fallible<()> {
     let json = fanout_json(n);
     let before = bench.used_memory().await?;
     let mut ended = Ended::subscribe(&idle).await?;
-    let id = idle.submit_json(&json).await?;
+    let id = idle.submit_json(json.as_slice()).await?;
     let queued = bench.used_memory().await?.saturating_sub(before);
     // Now a worker serves the prefix, and the project runs to its end.
     let worker = spawn_in_process(idle.clone(), worker_config(args));
