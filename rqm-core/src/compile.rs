@@ -163,10 +163,12 @@ impl RootCompiler {
         self.deferred = deferred;
     }
 
-    /// The root list's tail as it stands: the vertices that the nodes
-    /// still to come add edges to or from.
-    pub fn tail(&self) -> ListTail {
-        self.tail
+    /// The vertices that the root list's nodes still to come may add edges
+    /// to or from: its gate, open segment, end and last node's finish (or
+    /// [`NO_VERTEX`]). Every other vertex made so far is final.
+    pub fn open_vertices(&self) -> [VertexId; 4] {
+        let t = &self.tail;
+        [t.gate, t.segment, t.end, t.last]
     }
 
     /// Ends the root list; returns the number of nodes made, the root

@@ -10,7 +10,7 @@ use redis::aio::{ConnectionManager, MultiplexedConnection};
 use rqm_core::{
     Backoff, CancelOutcome, Catalog, FailedJob, Limits, Node, NodeId, NodeReport, NodeState, Path,
     Project, Registry, Rejection, Report, RootCompiler, StateCounts, Status, ValidationError,
-    compile_append, compile_root, parse_project, parse_project_parts, validate, validate_append,
+    compile_append, parse_project, parse_project_parts, validate, validate_append,
 };
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -643,11 +643,9 @@ impl RedisEngine {
                     PART_NODES,
                     &mut |part| {
                         root.push(&mut upload, part);
-                        let tail = root.tail();
-                        let open = [tail.gate, tail.segment, tail.end, tail.last];
                         // A submit that gave up stops listening; reading
                         // goes on to the end, harmlessly.
-                        let _ = parts_tx.blocking_send(upload.drain(&open));
+                        let _ = parts_tx.blocking_send(upload.drain(&root.open_vertices()));
                     },
                 );
                 drop(parts_tx);
@@ -709,17 +707,32 @@ impl RedisEngine {
     async fn submit_with(&self, project: Project, last: Step) -> Result<String, Error> {
         validate(&project, &self.limits, self.catalog().map(|c| c as _))?;
         let id = new_id();
-        let mut upload = GraphUpload::new(0, 0, self.catalog(), Vec::new());
-        let nodes = compile_root(&mut upload, project.jobs);
-        let part = upload.drain(&[]);
-        let compiled = Compiled::of(&upload, nodes);
-        drop(upload);
         let mut conn = self.conn.clone();
         let mut store = Store::new(self.keys.project(&id), self.config.shard_records);
-        let stored = match store.part(&mut conn, part).await {
+        // Compiled and stored in parts of the root list, as a streamed
+        // submit is: the graph is never held whole.
+        let mut upload = GraphUpload::new(0, 0, self.catalog(), Vec::new());
+        let mut root = RootCompiler::start(&mut upload, project.jobs.len());
+        let mut jobs = project.jobs.into_iter().peekable();
+        let mut stored = Ok(());
+        while stored.is_ok() && jobs.peek().is_some() {
+            root.push(&mut upload, jobs.by_ref().take(PART_NODES).collect());
+            stored = store
+                .part(&mut conn, upload.drain(&root.open_vertices()))
+                .await;
+        }
+        let stored = match stored {
             Ok(()) => {
-                self.finish_store(&mut conn, &id, &mut store, compiled, last)
-                    .await
+                let nodes = root.finish(&mut upload);
+                let part = upload.drain(&[]);
+                let compiled = Compiled::of(&upload, nodes);
+                match store.part(&mut conn, part).await {
+                    Ok(()) => {
+                        self.finish_store(&mut conn, &id, &mut store, compiled, last)
+                            .await
+                    }
+                    Err(e) => Err(e),
+                }
             }
             Err(e) => Err(e),
         };

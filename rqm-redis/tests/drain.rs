@@ -121,8 +121,7 @@ fn in_parts(jobs: Vec<Node>, part: usize) -> (Stored, Vec<u32>) {
     let mut jobs = jobs.into_iter().peekable();
     while jobs.peek().is_some() {
         root.push(&mut upload, jobs.by_ref().take(part).collect());
-        let tail = root.tail();
-        stored.store(upload.drain(&[tail.gate, tail.segment, tail.end, tail.last]));
+        stored.store(upload.drain(&root.open_vertices()));
     }
     root.finish(&mut upload);
     stored.store(upload.drain(&[]));
