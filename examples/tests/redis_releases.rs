@@ -56,18 +56,55 @@ async fn queued(conn: &mut redis::aio::MultiplexedConnection, queue: &str) -> us
         .sum()
 }
 
-fn sha_of(name: &str) -> String {
-    rqm_redis::script_names()
+/// Has the slow log keep every call, to tell later which ran.
+async fn log_every_call(conn: &mut redis::aio::MultiplexedConnection) {
+    for (setting, value) in [
+        ("slowlog-log-slower-than", "0"),
+        ("slowlog-max-len", "1000000"),
+    ] {
+        let () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg(setting)
+            .arg(value)
+            .query_async(conn)
+            .await
+            .unwrap();
+    }
+}
+
+/// Whether the slow log (see `log_every_call`) shows a call of the
+/// library's function `name`.
+async fn called(conn: &mut redis::aio::MultiplexedConnection, name: &str) -> bool {
+    let (_, full) = rqm_redis::function_names()
         .into_iter()
         .find(|(n, _)| *n == name)
-        .map(|(_, sha)| sha)
-        .unwrap()
+        .unwrap();
+    let log: Vec<redis::Value> = redis::cmd("SLOWLOG")
+        .arg("GET")
+        .arg(-1)
+        .query_async(conn)
+        .await
+        .unwrap();
+    let text = |v: &redis::Value| match v {
+        redis::Value::BulkString(b) => String::from_utf8_lossy(b).to_lowercase(),
+        _ => String::new(),
+    };
+    log.iter().any(|entry| match entry {
+        redis::Value::Array(fields) => match fields.get(3) {
+            Some(redis::Value::Array(argv)) => {
+                argv.len() > 1 && text(&argv[0]) == "fcall" && text(&argv[1]) == full
+            }
+            _ => false,
+        },
+        _ => false,
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wide_barrier_is_released_over_several_calls() {
     let server = RedisServer::start();
     let engine = common::engine_with_worker(config(&server), Limits::default()).await;
+    log_every_call(&mut engine.dedicated().await.unwrap()).await;
     let mut list = vec![Node::call("simpleTask", json!(1)).blocking()];
     list.extend(jobs(WIDE));
     let id = engine.submit(Project::new(list)).await.unwrap();
@@ -82,13 +119,10 @@ async fn a_wide_barrier_is_released_over_several_calls() {
     // The barrier's 60,000 jobs are more than one call releases: the rest
     // went on in release calls.
     let mut conn = engine.dedicated().await.unwrap();
-    let exists: Vec<i64> = redis::cmd("SCRIPT")
-        .arg("EXISTS")
-        .arg(sha_of("release"))
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    assert_eq!(exists, vec![1], "the release script never ran");
+    assert!(
+        called(&mut conn, "release").await,
+        "the release function never ran"
+    );
     // Finished, the project keeps its records and results, not its graph.
     let graph: i64 = redis::cmd("EXISTS")
         .arg(format!("rqm:{{{id}}}:vx"))
@@ -262,4 +296,34 @@ async fn an_empty_project_finishes_at_once() {
         .unwrap();
     assert_eq!(report.status, "finished", "{:?}", report.error);
     assert_eq!(report.result, Some(json!([])));
+}
+
+/// A server that lost rqm's function library (restarted without
+/// persistence, or flushed) gets it again from the first call that misses
+/// it, the worker's pipelined begin included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_lost_the_library_gets_it_again() {
+    let server = RedisServer::start();
+    let engine = common::engine_with_worker(config(&server), Limits::default()).await;
+    let mut conn = engine.dedicated().await.unwrap();
+    for round in 0..3 {
+        let () = redis::cmd("FUNCTION")
+            .arg("FLUSH")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let id = engine
+            .submit(Project::new(vec![
+                Node::call("simpleTask", json!(round)),
+                Node::after("simpleTask"),
+            ]))
+            .await
+            .unwrap();
+        let report = engine
+            .wait(&id, Some(Duration::from_secs(30)))
+            .await
+            .unwrap();
+        assert_eq!(report.status, "finished", "{:?}", report.error);
+        assert_eq!(report.result, Some(json!([2 * round, 4 * round])));
+    }
 }

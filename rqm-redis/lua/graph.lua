@@ -21,7 +21,18 @@
 -- written back in runs by `cflush`. A run of like records (a wide fan-out)
 -- is read and written as one substring, compared and filled with
 -- string.rep, so a release costs Lua work per run, not per job.
-local VX, ED, VP = KEYS[1], KEYS[2], KEYS[3]
+-- Loaded once as a function library: what differs from call to call is
+-- set by `graph_setup` (and project.lua's `project_setup`) as each call
+-- starts, never kept from one to the next.
+local KEYS, ARGV
+local VX, ED, VP
+-- Work one call does (a target decremented on its own costs 1, one in a
+-- run of like ones 1/16) before it leaves the rest for the next call; the
+-- project scripts lower it. Records per shard, a multiple of BLOCK; the
+-- project scripts set it.
+local BUDGET, spent, SHARD
+-- The vertex records and their pending counts (see `static`, `column`).
+local VS, P
 local ROLE_JOB, ROLE_START, ROLE_END = 0, 1, 2
 local ROLE_SHIFT = 1073741824
 local RANGE_BLOCK = 2147483648
@@ -32,13 +43,6 @@ local NO_OWNER = 4294967295
 local BLOCK = 16
 -- Targets of a range handled in one step.
 local VECTOR = 4096
--- Work one call does (a target decremented on its own costs 1, one in a
--- run of like ones 1/16) before it leaves the rest for the next call; the
--- project scripts lower it.
-local BUDGET = math.huge
-local spent = 0
--- Records per shard, a multiple of BLOCK; the project scripts set it.
-local SHARD = 2 ^ 40
 
 local function corrupt(what, id, key)
   error({err = 'RQM_CORRUPT ' .. what .. ' ' .. id .. ' is missing from ' .. key})
@@ -183,10 +187,19 @@ local function all_are(c, first, last, value)
   return crange(c, first, last) == string.rep(struct.pack(c.fmt, value), last - first + 1)
 end
 
-local VS = static(VX, 20, 'vertex')
-local P = column(VP, 4, '>i4', 'vertex')
-local ONE = struct.pack('>i4', 1)
-local ZERO = struct.pack('>i4', 0)
+-- Starts a call on the graph whose keys are KEYS[1..3].
+local function graph_setup(keys, args)
+  KEYS, ARGV = keys, args
+  VX, ED, VP = KEYS[1], KEYS[2], KEYS[3]
+  BUDGET, spent, SHARD = math.huge, 0, 2 ^ 40
+  VS = static(VX, 20, 'vertex')
+  P = column(VP, 4, '>i4', 'vertex')
+end
+
+-- A pending count of 1 and of 0, packed (written out: the library loads
+-- without the struct module).
+local ONE = '\0\0\0\1'
+local ZERO = '\0\0\0\0'
 
 local function vmeta(v)
   local raw, at = raw_of(VS, v)

@@ -16,29 +16,37 @@
 -- run of like records (a fan-out) is compared and filled with string.rep.
 -- Queue and lease entries name a project and a node or a run of nodes:
 -- `<id>:<n>` or `<id>:<first>-<last>`.
-local JB, RS, CH, TL, META, EV, ER, BL = KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11], KEYS[12], KEYS[13]
-local PF = KEYS[14]
-local LEASES, DELAYED, PROJECTS, RELEASES = KEYS[15], KEYS[16], KEYS[17], KEYS[18]
+-- Per call, set by `project_setup`: the keys, the project id, the clock,
+-- the records' caches, the project's meta, and what the call notes until
+-- `flush` writes it.
+local JB, RS, CH, TL, META, EV, ER, BL, PF
+local LEASES, DELAYED, PROJECTS, RELEASES
+local ID, NOW
+local ND, L
+local meta, STATUS, SUBMITTED, RETENTION, REL, RUNNING
+-- Nodes and vertices stored (an append adds to them).
+local NODES, VERTICES
+local changes, results, errors, unleased, pushes, ended, backlog, STATUS_NOW
+-- Hand-off: a caller that reports outcomes may begin, there and then, up
+-- to HANDOFF of the jobs they make ready on its queues (a chain's next
+-- job), instead of their going through a queue: `handoff` sets it up.
+local HANDOFF, HANDOFF_QUEUES, LEASE_MS
+local handed, handed_previous, handed_payloads, new_leases
+
 local FIRST_QUEUE = 19
 local OWN_KEYS = 14
-local ID = ARGV[1]
-local clock = redis.call('TIME')
-local NOW = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 local S_PENDING, S_READY, S_RUNNING, S_RETRYING, S_FINISHED, S_FAILED = 0, 1, 2, 3, 4, 5
-BUDGET = 2000
+-- Work per call (see graph.lua).
+local PROJECT_BUDGET = 2000
 -- How long the caller that left a backlog has to go on with it before any
 -- worker's keeper does.
 local CLAIM_MS = 2000
 local MANY = 1000
 
-local ND = static(KEYS[4], 20, 'node')
-
 -- Live records: read in cached blocks, changed in an overlay (a whole
 -- record per node changed) and written back by `lflush`, one SETRANGE per
 -- run of neighbours.
 local LIVE, LIVE_BYTES = '>BI4I4I4', 13
-local L = static(KEYS[5], LIVE_BYTES, 'node')
-L.over, L.dirty = {}, 0
 -- The fields, as indices into a record's values.
 local S, A, TS, TF = 1, 2, 3, 4
 local FIELD_AT, FIELD_FMT = {0, 1, 5, 9}, {'B', '>I4', '>I4', '>I4'}
@@ -148,14 +156,6 @@ local function set_lost(n, lost)
   invalidate(ND, n, n)
 end
 
-local meta = redis.call('HMGET', META, 'status', 'submitted_ms', 'retention_s', 'queues',
-  'shard', 'next_node', 'next_vertex')
-local STATUS, SUBMITTED, RETENTION = meta[1], tonumber(meta[2]) or NOW, tonumber(meta[3]) or 604800
-local shard = tonumber(meta[5])
-if shard and shard >= BLOCK and shard % BLOCK == 0 then SHARD = shard end
--- Nodes and vertices stored (an append adds to them).
-local NODES, VERTICES = tonumber(meta[6]) or 0, tonumber(meta[7]) or 0
-
 -- The shards after the first of the graph's strings (vx, vp) and of the
 -- node strings (nd, nl).
 local function graph_shards()
@@ -168,28 +168,6 @@ local function node_shards()
   for _, k in ipairs(more_shards(KEYS[5], NODES)) do out[#out + 1] = k end
   return out
 end
--- The caller names the project's queues from a cache; if the project has
--- come to use more (an append added one), refuse before writing anything.
-if meta[4] and meta[4] ~= '' then
-  local _, commas = string.gsub(meta[4], ',', '')
-  if #KEYS - FIRST_QUEUE + 1 < commas + 1 then
-    return redis.error_reply('RQM_QUEUES the project uses more queues than the call named')
-  end
-end
-local REL = NOW - SUBMITTED + 1
-if REL < 1 then REL = 1 end
-local RUNNING = STATUS == 'running'
-
--- Writes noted until `flush`.
-local changes = {}
-local results = {}
-local errors = {}
-local unleased = {}
-local pushes = {}
-local ended = false
-local backlog = nil
-local STATUS_NOW = STATUS
-
 local function event(kind, n, extra)
   changes[#changes + 1] = kind .. ':' .. n .. (extra and (':' .. extra) or '')
 end
@@ -201,11 +179,6 @@ local function push(q, item)
 end
 
 local H = {}
--- Hand-off: a caller that reports outcomes may begin, there and then, up
--- to HANDOFF of the jobs they make ready on its queues (a chain's next
--- job), instead of their going through a queue: `handoff` sets it up.
-local HANDOFF, HANDOFF_QUEUES, LEASE_MS = 0, {}, 0
-local handed, handed_previous, handed_payloads, new_leases = {}, {}, {}, {}
 
 local function handoff(want, lease_ms, queue_names)
   HANDOFF, LEASE_MS = want, lease_ms
@@ -463,4 +436,42 @@ local function flush()
   end
   changes, results, errors, unleased, pushes, backlog = {}, {}, {}, {}, {}, nil
   return more
+end
+
+-- Starts a call on project ARGV[1] (KEYS as above). Returns an error reply
+-- when the call must be refused before it writes anything.
+local function project_setup(keys, args)
+  graph_setup(keys, args)
+  JB, RS, CH, TL, META, EV, ER, BL = KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11], KEYS[12], KEYS[13]
+  PF = KEYS[14]
+  LEASES, DELAYED, PROJECTS, RELEASES = KEYS[15], KEYS[16], KEYS[17], KEYS[18]
+  ID = ARGV[1]
+  local clock = redis.call('TIME')
+  NOW = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+  BUDGET = PROJECT_BUDGET
+  ND = static(KEYS[4], 20, 'node')
+  L = static(KEYS[5], LIVE_BYTES, 'node')
+  L.over, L.dirty = {}, 0
+  meta = redis.call('HMGET', META, 'status', 'submitted_ms', 'retention_s', 'queues',
+    'shard', 'next_node', 'next_vertex')
+  STATUS, SUBMITTED, RETENTION = meta[1], tonumber(meta[2]) or NOW, tonumber(meta[3]) or 604800
+  local shard = tonumber(meta[5])
+  if shard and shard >= BLOCK and shard % BLOCK == 0 then SHARD = shard end
+  NODES, VERTICES = tonumber(meta[6]) or 0, tonumber(meta[7]) or 0
+  -- The caller names the project's queues from a cache; if the project has
+  -- come to use more (an append added one), refuse before writing anything.
+  if meta[4] and meta[4] ~= '' then
+    local _, commas = string.gsub(meta[4], ',', '')
+    if #KEYS - FIRST_QUEUE + 1 < commas + 1 then
+      return redis.error_reply('RQM_QUEUES the project uses more queues than the call named')
+    end
+  end
+  REL = NOW - SUBMITTED + 1
+  if REL < 1 then REL = 1 end
+  RUNNING = STATUS == 'running'
+  changes, results, errors, unleased, pushes = {}, {}, {}, {}, {}
+  ended, backlog, STATUS_NOW = false, nil, STATUS
+  HANDOFF, HANDOFF_QUEUES, LEASE_MS = 0, {}, 0
+  handed, handed_previous, handed_payloads, new_leases = {}, {}, {}, {}
+  return nil
 end

@@ -19,7 +19,8 @@ use crate::config::{Config, check_server};
 use crate::error::Error;
 use crate::keys::{Keys, ProjectKeys, record_place};
 use crate::scripts::{
-    APPEND, BEGIN, CANCEL, COMPLETE, CORRUPT, DUE, NEXT, OPEN, RELEASE, REQUEUE, TAKE,
+    self, APPEND, BEGIN, CANCEL, COMPLETE, CORRUPT, Call, DUE, Function, NEXT, OPEN, RELEASE,
+    REQUEUE, TAKE, is_not_loaded,
 };
 use crate::upload::{
     Drained, GraphUpload, LIVE_BYTES, NODE_BYTES, OwnedJob, Profile, VERTEX_BYTES, parse_tail,
@@ -541,19 +542,16 @@ impl RedisEngine {
             .unwrap_or_default())
     }
 
-    fn script<'s>(
-        &self,
-        script: &'s redis::Script,
-        id: &str,
-        queues: &[String],
-    ) -> redis::ScriptInvocation<'s> {
+    /// A call of a project function: the project's keys and its queues',
+    /// then its id.
+    fn script(&self, function: &Function, id: &str, queues: &[String]) -> Call {
         let pk = self.keys.project(id);
-        let mut invocation = script.prepare_invoke();
+        let mut call = function.call();
         for key in self.script_keys(&pk, queues) {
-            invocation.key(key);
+            call.key(key);
         }
-        invocation.arg(id);
-        invocation
+        call.arg(id);
+        call
     }
 
     /// Runs a project script with the project's queues as KEYS, taken from
@@ -562,9 +560,9 @@ impl RedisEngine {
     /// read afresh. Saves a round trip per call.
     async fn run_project<T: redis::FromRedisValue>(
         &self,
-        script: &redis::Script,
+        script: &Function,
         id: &str,
-        args: impl Fn(&mut redis::ScriptInvocation<'_>),
+        args: impl Fn(&mut Call),
     ) -> Result<T, Error> {
         let mut queues = self.cached_queues(id).await?;
         let mut conn = self.conn.clone();
@@ -958,25 +956,21 @@ impl RedisEngine {
         loop {
             tries += 1;
             let keys = self.script_keys(&pk, &queues);
+            let mut call = BEGIN.call();
+            for key in keys {
+                call.key(key);
+            }
+            call.arg(id).arg(ranges);
             let mut pipe = redis::pipe();
-            pipe.cmd("EVALSHA")
-                .arg(BEGIN.get_hash())
-                .arg(keys.len())
-                .arg(&keys)
-                .arg(id)
-                .arg(ranges);
+            pipe.add_command(call.cmd());
             pipe.cmd("HMGET").arg(pk.key("jb")).arg(&fields);
             let reply: redis::RedisResult<(Vec<redis::Value>, Vec<Option<String>>)> =
                 pipe.query_async(&mut conn).await;
             match reply {
                 Ok((flat, payloads)) => return Ok((begin_reply(id, &flat)?, payloads)),
-                // The script is not loaded yet (a pipeline does not load it).
-                Err(e)
-                    if tries < 3
-                        && e.kind()
-                            == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
-                {
-                    let _: String = BEGIN.prepare_invoke().load_async(&mut conn).await?;
+                // The library is not loaded yet (a pipeline does not load it).
+                Err(e) if tries < 3 && is_not_loaded(&e) => {
+                    scripts::load(&mut conn).await?;
                 }
                 Err(e) if tries < 3 && e.to_string().contains("RQM_QUEUES") => {
                     queues = self.refresh_queues(id).await?;

@@ -26,5 +26,5 @@ pub use error::Error;
 pub use graph::{Fired, fire, upload};
 pub use keys::{Keys, ProjectKeys};
 pub use redis;
-pub use scripts::script_names;
+pub use scripts::function_names;
 pub use upload::{Drained, GraphUpload, LIVE_BYTES, NODE_BYTES, Profile, VERTEX_BYTES};

@@ -7,7 +7,7 @@
 //! `rqm-worker run` processes) and prints one JSON line per scenario on
 //! stdout, with every parameter and figure, and a summary on stderr. Each
 //! Redis scenario also measures, on the same server, Redis's own ceiling for
-//! the command pattern rqm uses: EVALSHA of a trivial script at the depth the
+//! the command pattern rqm uses: FCALL of a trivial function at the depth the
 //! worker pipelines, scaled by the jobs rqm gets through per script call.
 
 use std::collections::BTreeMap;
@@ -122,7 +122,7 @@ impl Target {
 struct ServerStats {
     /// Commands, those scripts call included.
     commands: u64,
-    /// Script calls (EVALSHA, EVAL).
+    /// Script calls (FCALL, EVALSHA, EVAL).
     scripts: u64,
     /// Per command name: calls, and µs spent in them (a script's include
     /// the commands it calls).
@@ -392,7 +392,7 @@ impl Bench {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0);
             stats.commands += calls;
-            if name == "evalsha" || name == "eval" {
+            if name == "fcall" || name == "evalsha" || name == "eval" {
                 stats.scripts += calls;
             }
             let usec: u64 = rest
@@ -426,20 +426,27 @@ impl Bench {
         run_on(&self.engine, json).await
     }
 
-    /// Trivial-script calls per second on this server, `depth` in flight.
+    /// Trivial-function calls per second on this server, `depth` in
+    /// flight: FCALL of a function that returns 1, as rqm calls its own.
     async fn ceiling(&mut self, depth: usize) -> Fallible<f64> {
-        let script = redis::Script::new("return 1");
         let client = redis::Client::open(self.url.as_str())?;
         let conn = client.get_multiplexed_async_connection().await?;
+        let _: String = redis::cmd("FUNCTION")
+            .arg("LOAD")
+            .arg("REPLACE")
+            .arg("#!lua name=rqmbench_ceiling\nredis.register_function('rqmbench_trivial', function() return 1 end)")
+            .query_async(&mut conn.clone())
+            .await?;
         let window = Duration::from_millis(500);
         let start = Instant::now();
         let mut tasks = Vec::new();
         for _ in 0..depth {
-            let (mut conn, script) = (conn.clone(), script.clone());
+            let mut conn = conn.clone();
             tasks.push(tokio::spawn(async move {
                 let mut calls = 0u64;
+                let call = redis::cmd("FCALL").arg("rqmbench_trivial").arg(0).clone();
                 while start.elapsed() < window {
-                    let _: i64 = script.invoke_async(&mut conn).await?;
+                    let _: i64 = call.query_async(&mut conn).await?;
                     calls += 1;
                 }
                 Ok::<u64, redis::RedisError>(calls)
@@ -458,7 +465,7 @@ fn slowlog_entries(v: &redis::Value) -> Vec<(u64, String)> {
     let redis::Value::Array(entries) = v else {
         return Vec::new();
     };
-    let names = rqm_redis::script_names();
+    let names = rqm_redis::function_names();
     let text = |v: &redis::Value| match v {
         redis::Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
         other => format!("{other:?}"),
@@ -475,9 +482,9 @@ fn slowlog_entries(v: &redis::Value) -> Vec<(u64, String)> {
             let what = match fields.get(3) {
                 Some(redis::Value::Array(argv)) if !argv.is_empty() => {
                     let command = text(&argv[0]).to_lowercase();
-                    let sha = argv.get(1).map(text).unwrap_or_default();
-                    match names.iter().find(|(_, h)| *h == sha) {
-                        Some((name, _)) if command == "evalsha" => format!("script {name}"),
+                    let function = argv.get(1).map(text).unwrap_or_default();
+                    match names.iter().find(|(_, full)| *full == function) {
+                        Some((name, _)) if command == "fcall" => format!("script {name}"),
                         _ => command,
                     }
                 }
@@ -713,7 +720,7 @@ fn merge(mut a: Value, b: Value) -> Value {
     a
 }
 
-/// Redis's ceiling for the pattern: trivial script calls/s at depth 2 (a
+/// Redis's ceiling for the pattern: trivial function calls/s at depth 2 (a
 /// worker's take loop and its reporter each keep one call in flight) times
 /// the jobs rqm got through per script call.
 async fn with_ceiling(
@@ -730,7 +737,7 @@ async fn with_ceiling(
     };
     let ceiling = calls * jobs_per_call;
     Ok(json!({
-        "ceiling_trivial_evalsha_per_s": calls.round(),
+        "ceiling_trivial_fcall_per_s": calls.round(),
         "ceiling_jobs_per_s": ceiling.round(),
         "fraction_of_ceiling": if ceiling > 0.0 { rate / ceiling } else { 0.0 },
     }))
