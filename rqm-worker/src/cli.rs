@@ -43,6 +43,11 @@ struct RedisArgs {
     /// For rediss://, a PEM file of the CA to trust instead of the system's.
     #[arg(long, env = "RQM_TLS_CA")]
     tls_ca: Option<PathBuf>,
+    /// Records per shard of a submitted project's per-node strings (a
+    /// positive multiple of 16); each project keeps the value it was
+    /// submitted with.
+    #[arg(long, env = "RQM_SHARD_RECORDS", default_value_t = Config::default().shard_records)]
+    shard_records: u32,
 }
 
 #[derive(Debug, Subcommand)]
@@ -217,7 +222,7 @@ async fn connect(args: RedisArgs, registry: &'static Registry) -> Result<RedisEn
         prefix: args.prefix,
         retention: Duration::from_secs(args.retention_s),
         tls_ca: args.tls_ca,
-        ..Config::default()
+        shard_records: args.shard_records,
     };
     let limits = Limits {
         max_nodes: args.max_nodes,
