@@ -4,8 +4,9 @@
 //! [`RedisEngine`] is the client (submit, status, wait, cancel, list) and the
 //! transport the worker loop of `rqm-worker` calls (take, begin, complete,
 //! renew, requeue). A project is compiled by `rqm-core` into a counter graph
-//! and stored under one hash tag; every transition is a Lua script
-//! (`lua/`) of generic graph operations, fenced by the attempt number. See
+//! and stored under one hash tag; every transition is a call of a Lua
+//! function (`lua/`, loaded as one library) of generic graph operations,
+//! fenced by the attempt number. See
 //! the README's "Running on Redis" for the key layout and the guarantees.
 
 mod config;
