@@ -141,28 +141,34 @@ async fn a_wide_barrier_is_released_over_several_calls() {
     assert_eq!(kept, 2, "a finished project lost its records or results");
     // Every shard: the graph's are gone, the node records' kept for the
     // retention.
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("rqm:{{{id}}}:*"))
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let keys = keys_of(&mut conn, &id).await;
     let named = |name: &str| {
         let prefix = format!("rqm:{{{id}}}:{name}");
         keys.iter()
-            .filter(|k| **k == prefix || k.starts_with(&format!("{prefix}:")))
+            .filter(|(k, _)| *k == prefix || k.starts_with(&format!("{prefix}:")))
             .count()
     };
     let shards = (WIDE + 2).div_ceil(SHARD);
     assert_eq!((named("vx"), named("vp")), (0, 0), "graph shards kept");
     assert_eq!((named("nd"), named("nl")), (shards, shards), "{keys:?}");
-    for key in keys {
-        let ttl: i64 = redis::cmd("TTL")
-            .arg(&key)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
+    for (key, ttl) in keys {
         assert!(ttl > 3600, "{key} will not last the retention (TTL {ttl})");
     }
+}
+
+/// Every key of project `id`, with its TTL.
+async fn keys_of(conn: &mut redis::aio::MultiplexedConnection, id: &str) -> Vec<(String, i64)> {
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("rqm:{{{id}}}:*"))
+        .query_async(conn)
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    for key in keys {
+        let ttl: i64 = redis::cmd("TTL").arg(&key).query_async(conn).await.unwrap();
+        out.push((key, ttl));
+    }
+    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -210,18 +216,9 @@ async fn a_half_stored_project_is_invisible_and_expires() {
         worker.list().await.unwrap().iter().all(|p| p.id != id),
         "a project that never opened is listed"
     );
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("rqm:{{{id}}}:*"))
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let keys = keys_of(&mut conn, &id).await;
     assert!(keys.len() >= 10, "stored keys: {keys:?}");
-    for key in keys {
-        let ttl: i64 = redis::cmd("TTL")
-            .arg(&key)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
+    for (key, ttl) in keys {
         assert!(
             (1..=3600).contains(&ttl),
             "{key} would outlive a dead submitter (TTL {ttl})"

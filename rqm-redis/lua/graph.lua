@@ -141,32 +141,37 @@ local function cset(c, id, v)
   c.over[id] = v
 end
 
--- Writes the overlay, one SETRANGE per run of neighbours.
-local function cflush(c)
-  if c.dirty == 0 then return end
+-- Writes the overlay of s (`over`: changed values by id, `dirty`: how
+-- many), one SETRANGE per run of neighbours; `pack` makes a value's bytes.
+local function flush_overlay(s, pack)
   local ids = {}
-  for id in pairs(c.over) do ids[#ids + 1] = id end
+  for id in pairs(s.over) do ids[#ids + 1] = id end
   table.sort(ids)
-  local memo = {}
   local i = 1
   while i <= #ids do
     local j = i
     while j < #ids and ids[j + 1] == ids[j] + 1 and j - i < VECTOR do j = j + 1 end
     local parts = {}
-    for k = i, j do
-      local v = c.over[ids[k]]
-      local packed = memo[v]
-      if packed == nil then
-        packed = struct.pack(c.fmt, v)
-        memo[v] = packed
-      end
-      parts[#parts + 1] = packed
-    end
-    swrite(c, ids[i], table.concat(parts))
-    invalidate(c, ids[i], ids[j])
+    for k = i, j do parts[#parts + 1] = pack(s.over[ids[k]]) end
+    swrite(s, ids[i], table.concat(parts))
+    invalidate(s, ids[i], ids[j])
     i = j + 1
   end
-  c.over, c.dirty = {}, 0
+  s.over, s.dirty = {}, 0
+end
+
+-- Writes a column's overlay; values repeat, so each is packed once.
+local function cflush(c)
+  if c.dirty == 0 then return end
+  local memo = {}
+  flush_overlay(c, function(v)
+    local packed = memo[v]
+    if packed == nil then
+      packed = struct.pack(c.fmt, v)
+      memo[v] = packed
+    end
+    return packed
+  end)
 end
 
 -- The bytes of records first..last, as they stand.

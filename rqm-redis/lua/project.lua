@@ -76,25 +76,11 @@ end
 local function lset(f, n, v)
   lseed(n)[f] = v
 end
+local function pack_live(r)
+  return struct.pack(LIVE, r[1], r[2], r[3], r[4])
+end
 local function lflush()
-  if L.dirty == 0 then return end
-  local ids = {}
-  for id in pairs(L.over) do ids[#ids + 1] = id end
-  table.sort(ids)
-  local i = 1
-  while i <= #ids do
-    local j = i
-    while j < #ids and ids[j + 1] == ids[j] + 1 and j - i < VECTOR do j = j + 1 end
-    local parts = {}
-    for k = i, j do
-      local r = L.over[ids[k]]
-      parts[#parts + 1] = struct.pack(LIVE, r[1], r[2], r[3], r[4])
-    end
-    swrite(L, ids[i], table.concat(parts))
-    invalidate(L, ids[i], ids[j])
-    i = j + 1
-  end
-  L.over, L.dirty = {}, 0
+  if L.dirty > 0 then flush_overlay(L, pack_live) end
 end
 -- The bytes of records first..last, as they stand.
 local function lrun(first, last)
