@@ -115,54 +115,60 @@ struct Kept {
     runs: Vec<EdgeRun>,
 }
 
-impl Kept {
-    /// Adds target `to`, `(owner, queue)` when it is a job's.
-    fn push(&mut self, to: u32, job: Option<(u32, u32)>) {
-        if let Some(last) = self.runs.last_mut()
-            && to == last.first + last.len
-        {
-            match (last.job, job) {
-                (None, None) => {
-                    last.len += 1;
-                    return;
-                }
-                (Some((owner, queue)), Some((o, q))) if o == owner + last.len && q == queue => {
-                    last.len += 1;
-                    return;
-                }
-                _ => {}
-            }
+/// Adds target `to` to `runs`, `(owner, queue)` when it is a job's: it
+/// extends the last run when it follows it and is like it (both not jobs,
+/// or both jobs of consecutive nodes on one queue).
+fn push_target(runs: &mut Vec<EdgeRun>, to: u32, job: Option<(u32, u32)>) {
+    if let Some(last) = runs.last_mut()
+        && to == last.first + last.len
+    {
+        let like = match (last.job, job) {
+            (None, None) => true,
+            (Some((owner, queue)), Some((o, q))) => o == owner + last.len && q == queue,
+            _ => false,
+        };
+        if like {
+            last.len += 1;
+            return;
         }
-        self.runs.push(EdgeRun {
-            first: to,
-            len: 1,
-            job,
-        });
     }
+    runs.push(EdgeRun {
+        first: to,
+        len: 1,
+        job,
+    });
+}
 
-    /// Its record and pending count; overflow blocks appended to `ed`,
-    /// which starts at byte `edge_base` of the edge string.
-    fn record(&self, edge_base: usize, ed: &mut Vec<u8>) -> (Vec<u8>, Vec<u8>) {
-        // The first two targets go inline, the rest in blocks.
-        let mut runs = self.runs.clone();
-        let mut inline = [0u32; 2];
-        for slot in &mut inline {
-            let Some(run) = runs.first_mut() else { break };
-            *slot = run.first + 1;
-            run.first += 1;
-            run.len -= 1;
-            run.job = run.job.map(|(owner, queue)| (owner + 1, queue));
-            if run.len == 0 {
-                runs.remove(0);
-            }
+/// A vertex's record (vx) and pending count (vp), its targets `runs` in
+/// order: the first two inline, the rest as overflow blocks appended to
+/// `ed`, which starts at byte `edge_base` of the edge string.
+fn vertex_record(
+    meta: u32,
+    pending: u32,
+    mut runs: Vec<EdgeRun>,
+    edge_base: usize,
+    ed: &mut Vec<u8>,
+) -> ([u8; VERTEX_BYTES], [u8; 4]) {
+    let mut inline = [0u32; 2];
+    for slot in &mut inline {
+        let Some(run) = runs.first_mut() else { break };
+        *slot = run.first + 1;
+        run.first += 1;
+        run.len -= 1;
+        run.job = run.job.map(|(owner, queue)| (owner + 1, queue));
+        if run.len == 0 {
+            runs.remove(0);
         }
-        let (head, tail) = write_blocks(&runs, edge_base, ed);
-        let mut vx = Vec::with_capacity(VERTEX_BYTES);
-        for word in [self.meta, inline[0], inline[1], head, tail] {
-            vx.extend_from_slice(&word.to_be_bytes());
-        }
-        (vx, self.pending.to_be_bytes().to_vec())
     }
+    let (head, tail) = write_blocks(&runs, edge_base, ed);
+    let mut vx = [0u8; VERTEX_BYTES];
+    for (k, word) in [meta, inline[0], inline[1], head, tail]
+        .into_iter()
+        .enumerate()
+    {
+        vx[4 * k..4 * k + 4].copy_from_slice(&word.to_be_bytes());
+    }
+    (vx, pending.to_be_bytes())
 }
 
 /// Writes `runs` of targets as a chain of overflow blocks: a range block
@@ -379,12 +385,6 @@ impl<'c> GraphUpload<'c> {
         &self.tails
     }
 
-    /// Edges from vertices older than this upload, as `from, to` pairs:
-    /// the server adds them to vertices that have not fired.
-    pub fn external_edges(&self) -> &[(u32, u32)] {
-        &self.external
-    }
-
     /// The edges from older vertices as the append script adds them, its
     /// overflow blocks written at byte `edge_base` of the edge string on
     /// (each chain after the one before it):
@@ -412,14 +412,11 @@ impl<'c> GraphUpload<'c> {
             let (head, tail) = write_blocks(&runs, edge_base, &mut plan.ed);
             // The targets as runs `first, last`, for the server to count
             // each one's new wait (at once for a run that waits on nothing).
-            let mut runs: Vec<[u32; 2]> = Vec::new();
-            for &t in &targets {
-                match runs.last_mut() {
-                    Some(run) if run[1] + 1 == t => run[1] = t,
-                    _ => runs.push([t, t]),
-                }
-            }
-            plan.chains.push((from, head, tail, runs));
+            let spans = runs
+                .iter()
+                .map(|r| [r.first, r.first + r.len - 1])
+                .collect();
+            plan.chains.push((from, head, tail, spans));
         }
         plan
     }
@@ -434,7 +431,7 @@ impl<'c> GraphUpload<'c> {
     /// blocks: `(vx, vp, ed)`, the blocks at byte `edge_base` of the edge
     /// string on. Each carries its out-edges and what it waits for among
     /// the new vertices; edges from older vertices are apart
-    /// ([`GraphUpload::external_edges`]).
+    /// ([`GraphUpload::external_plan`]).
     ///
     /// An overflow block is `count, next` (byte offset + 1 of the next
     /// block, or 0) then either `count` targets or, with the count's top bit
@@ -460,44 +457,20 @@ impl<'c> GraphUpload<'c> {
         let mut vx = Vec::with_capacity(range.len() * VERTEX_BYTES);
         let mut vp = Vec::with_capacity(range.len() * 4);
         for i in range {
-            let targets = &self.out[i];
-            let inline = |k: usize| targets.get(k).map_or(0, |t| t + 1);
-            let (head, tail) = if targets.len() > 2 {
-                let runs = self.target_runs(&targets[2..]);
-                write_blocks(&runs, edge_base, ed)
-            } else {
-                (0, 0)
-            };
-            vp.extend_from_slice(&self.pending[i].to_be_bytes());
-            for word in [self.meta[i], inline(0), inline(1), head, tail] {
-                vx.extend_from_slice(&word.to_be_bytes());
-            }
+            let runs = self.target_runs(&self.out[i]);
+            let (record, pending) =
+                vertex_record(self.meta[i], self.pending[i], runs, edge_base, ed);
+            vx.extend_from_slice(&record);
+            vp.extend_from_slice(&pending);
         }
         (vx, vp)
     }
 
-    /// `targets` as runs of consecutive ones; a run long enough for a
-    /// range block notes whether it is a run of jobs (see `job_run`).
+    /// `targets` as runs (see `push_target`).
     fn target_runs(&self, targets: &[u32]) -> Vec<EdgeRun> {
         let mut runs = Vec::new();
-        let mut i = 0;
-        while i < targets.len() {
-            let mut j = i + 1;
-            while j < targets.len() && targets[j] == targets[j - 1] + 1 {
-                j += 1;
-            }
-            let run = &targets[i..j];
-            let job = if run.len() >= RANGE_MIN {
-                self.job_run(run)
-            } else {
-                None
-            };
-            runs.push(EdgeRun {
-                first: run[0],
-                len: run.len() as u32,
-                job,
-            });
-            i = j;
+        for &t in targets {
+            push_target(&mut runs, t, self.job_info(t));
         }
         runs
     }
@@ -538,11 +511,12 @@ impl<'c> GraphUpload<'c> {
             .collect();
         for v in closed {
             let kept = self.kept.remove(&v).expect("listed");
-            let (vx, vp) = kept.record(edge_base, &mut part.ed);
+            let (vx, vp) =
+                vertex_record(kept.meta, kept.pending, kept.runs, edge_base, &mut part.ed);
             if kept.pending == 0 {
                 self.ready.push(v);
             }
-            part.vertices.push((v, vx, vp));
+            part.vertices.push((v, vx.to_vec(), vp.to_vec()));
         }
         // Held ones that are open are kept; the rest, between them, go.
         let mut holes: Vec<usize> = open
@@ -553,14 +527,11 @@ impl<'c> GraphUpload<'c> {
         holes.sort_unstable();
         holes.dedup();
         for &i in &holes {
-            let mut kept = Kept {
+            let kept = Kept {
                 meta: self.meta[i],
                 pending: self.pending[i],
-                runs: Vec::new(),
+                runs: self.target_runs(&self.out[i]),
             };
-            for &t in &self.out[i] {
-                kept.push(t, self.job_info(t));
-            }
             self.kept.insert(first + i as u32, kept);
         }
         let mut from = 0;
@@ -568,11 +539,8 @@ impl<'c> GraphUpload<'c> {
             if from < bound {
                 let (vx, vp) = self.records(from..bound, edge_base, &mut part.ed);
                 part.vertices.push((first + from as u32, vx, vp));
-                self.ready.extend(
-                    (from..bound)
-                        .filter(|&i| self.pending[i] == 0)
-                        .map(|i| first + i as u32),
-                );
+                let ready: Vec<u32> = self.ready_in(from..bound).collect();
+                self.ready.extend(ready);
             }
             from = bound + 1;
         }
@@ -605,72 +573,34 @@ impl<'c> GraphUpload<'c> {
         &self.ready
     }
 
-    /// `(first owner, queue)` when every vertex of `run` is a new job's,
-    /// of consecutive nodes on one queue.
-    fn job_run(&self, run: &[u32]) -> Option<(u32, u32)> {
-        let mut first = None;
-        for (k, &v) in run.iter().enumerate() {
-            let meta = *self.meta.get(v.checked_sub(self.window_vertex)? as usize)?;
-            if meta >> 30 != 0 {
-                return None;
-            }
-            let owner = meta & 0x3fff_ffff;
-            let queue = self
-                .nodes
-                .get(owner.checked_sub(self.window_node)? as usize)?
-                .queue;
-            match first {
-                None => first = Some((owner, queue)),
-                Some((o, q)) if owner == o + k as u32 && queue == q => {}
-                Some(_) => return None,
-            }
-        }
-        first.map(|(o, q)| (o, u32::from(q)))
-    }
-
     /// Runs of new job vertices of consecutive nodes on one queue, at
     /// least `RANGE_MIN` long: `[first vertex, last vertex, first node,
     /// queue]`. The server settles such a run that waits on nothing as one
     /// substring and queues it as one entry.
     pub fn job_runs(&self) -> Vec<[u32; 4]> {
-        let mut runs = Vec::new();
-        let mut open: Option<[u32; 4]> = None;
-        for (i, &meta) in self.meta.iter().enumerate() {
-            let v = self.window_vertex + i as u32;
-            let job = (meta >> 30 == 0)
-                .then_some(meta & 0x3fff_ffff)
-                .and_then(|owner| {
-                    let rec = self
-                        .nodes
-                        .get(owner.checked_sub(self.window_node)? as usize)?;
-                    Some((owner, u32::from(rec.queue)))
-                });
-            open = match (open, job) {
-                (Some(mut run), Some((owner, queue)))
-                    if run[1] + 1 == v && run[2] + (v - run[0]) == owner && run[3] == queue =>
-                {
-                    run[1] = v;
-                    Some(run)
-                }
-                (previous, job) => {
-                    runs.extend(previous.filter(|r| (r[1] - r[0] + 1) as usize >= RANGE_MIN));
-                    job.map(|(owner, queue)| [v, v, owner, queue])
-                }
-            };
-        }
-        runs.extend(open.filter(|r| (r[1] - r[0] + 1) as usize >= RANGE_MIN));
-        runs
+        let held: Vec<u32> = (self.window_vertex..).take(self.meta.len()).collect();
+        self.target_runs(&held)
+            .into_iter()
+            .filter(|r| r.len as usize >= RANGE_MIN)
+            .filter_map(|r| {
+                let (owner, queue) = r.job?;
+                Some([r.first, r.first + r.len - 1, owner, queue])
+            })
+            .collect()
     }
 
     /// The new vertices with nothing pending: where a fresh project's
     /// release starts.
     pub fn ready_vertices(&self) -> Vec<u32> {
-        self.pending
-            .iter()
-            .enumerate()
-            .filter(|(_, p)| **p == 0)
-            .map(|(i, _)| self.window_vertex + i as u32)
-            .collect()
+        self.ready_in(0..self.pending.len()).collect()
+    }
+
+    /// The held vertices of `range` (indices into the window) with nothing
+    /// pending.
+    fn ready_in(&self, range: std::ops::Range<usize>) -> impl Iterator<Item = u32> + '_ {
+        range
+            .filter(|&i| self.pending[i] == 0)
+            .map(|i| self.window_vertex + i as u32)
     }
 
     /// The new node records.
@@ -800,7 +730,7 @@ impl GraphSink for GraphUpload<'_> {
             // An open vertex of a part already drained (see `drain`).
             let info = self.job_info(to);
             match self.kept.get_mut(&from) {
-                Some(kept) => kept.push(to, info),
+                Some(kept) => push_target(&mut kept.runs, to, info),
                 None => {
                     self.error = Some(format!(
                         "internal: an edge from vertex {from}, drained as final"
