@@ -74,6 +74,25 @@ async fn refused_input_stores_nothing() {
     refused_leaving_nothing(&engine, &cases).await;
 }
 
+/// A project on more queues than one may use is refused once it is
+/// compiled, after its first parts were stored: what was stored is
+/// deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_project_on_too_many_queues_is_refused_leaving_nothing() {
+    let server = RedisServer::start();
+    let config = Config {
+        url: server.url(),
+        ..Config::default()
+    };
+    let engine = common::engine_with_worker(config, Limits::default()).await;
+    // Two parts: the first is stored before the project is refused.
+    let jobs: Vec<serde_json::Value> = (0..20_000)
+        .map(|i| serde_json::json!({"func": "simpleTask", "args": i, "queue": format!("q{}", i % 300)}))
+        .collect();
+    let json = serde_json::to_vec(&serde_json::json!({ "jobs": jobs })).unwrap();
+    refused_leaving_nothing(&engine, &[(&json, "at most 256 queues")]).await;
+}
+
 /// A project big enough to be read and sent in several parts: refused
 /// when its fault is in a late part (after earlier parts were sent), with
 /// nothing left behind; accepted and run whole when it has none.

@@ -38,14 +38,24 @@ impl Default for Config {
     }
 }
 
+/// Records per block the scripts read (`BLOCK` in `lua/graph.lua`): a
+/// shard holds whole blocks.
+const SHARD_BLOCK: u32 = 16;
+
+/// Whether `records` can be a shard's size: a positive multiple of the
+/// scripts' block (the scripts apply the same rule to a stored value).
+pub(crate) fn valid_shard(records: u32) -> bool {
+    records >= SHARD_BLOCK && records.is_multiple_of(SHARD_BLOCK)
+}
+
 impl Config {
     /// A client for this configuration; connects lazily.
     pub fn client(&self) -> Result<redis::Client, Error> {
-        if self.shard_records < 16 || !self.shard_records.is_multiple_of(16) {
+        if !valid_shard(self.shard_records) {
             return Err(Error::Config {
                 name: "shard_records",
                 reason: format!(
-                    "{} is not a positive multiple of 16 (records are read in blocks of 16)",
+                    "{} is not a positive multiple of {SHARD_BLOCK} (records are read in blocks of {SHARD_BLOCK})",
                     self.shard_records
                 ),
             });

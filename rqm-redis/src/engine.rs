@@ -116,7 +116,9 @@ impl Compiled {
 
 /// A submit's writes, part by part as [`GraphUpload::drain`] gives them
 /// (records at their places, shard by shard; lists, tails, profiles and
-/// payloads), in pipelines sent as they fill. Each key is created with its
+/// payloads), in pipelines sent as they fill and at the end of each part,
+/// so that what a part stored is in Redis before the next part is read (a
+/// project refused later has it deleted). Each key is created with its
 /// expiry in one MULTI, so that a submitter that dies mid-upload leaves
 /// nothing that lasts: until the project opens, its keys expire in an
 /// hour, and no worker sees it.
@@ -250,7 +252,21 @@ impl Store {
         self.fields(conn, "pf", &part.profiles, |(k, v)| k.len() + v.len())
             .await?;
         self.fields(conn, "jb", &part.jobs, |(_, p)| p.len() + 8)
-            .await
+            .await?;
+        // A part goes whole before the next is read.
+        self.rest.finish(conn).await
+    }
+
+    /// `stored`, once what was stored is deleted if it is an error.
+    async fn settle(
+        &mut self,
+        conn: &mut ConnectionManager,
+        stored: Result<(), Error>,
+    ) -> Result<(), Error> {
+        if stored.is_err() {
+            self.forget(conn).await;
+        }
+        stored
     }
 
     /// Deletes what was stored (best effort: unopened, it expires within
@@ -668,18 +684,12 @@ impl RedisEngine {
         let stored = match (compiled, sent) {
             (Err(rejection), _) => Err(Error::Rejected(rejection)),
             (Ok(_), Err(e)) => Err(e),
-            (Ok((compiled, last)), Ok(())) => match store.part(&mut conn, last).await {
-                Ok(()) => {
-                    self.finish_store(&mut conn, &id, &mut store, compiled, Step::Release)
-                        .await
-                }
-                Err(e) => Err(e),
-            },
+            (Ok((compiled, last)), Ok(())) => {
+                self.finish_store(&mut conn, &id, &mut store, last, compiled, Step::Release)
+                    .await
+            }
         };
-        if stored.is_err() {
-            store.forget(&mut conn).await;
-        }
-        stored.map(|()| id)
+        store.settle(&mut conn, stored).await.map(|()| id)
     }
 
     /// Checks `project` and stores it; workers see it only once all of it
@@ -712,35 +722,24 @@ impl RedisEngine {
         let mut upload = GraphUpload::new(0, 0, self.catalog(), Vec::new());
         let mut root = RootCompiler::start(&mut upload, project.jobs.len());
         let mut jobs = project.jobs.into_iter().peekable();
-        let mut stored = Ok(());
-        while stored.is_ok() && jobs.peek().is_some() {
-            root.push(&mut upload, jobs.by_ref().take(PART_NODES).collect());
-            stored = store
-                .part(&mut conn, upload.drain(&root.open_vertices()))
-                .await;
-        }
-        let stored = match stored {
-            Ok(()) => {
-                let nodes = root.finish(&mut upload);
-                let part = upload.drain(&[]);
-                let compiled = Compiled::of(&upload, nodes);
-                match store.part(&mut conn, part).await {
-                    Ok(()) => {
-                        self.finish_store(&mut conn, &id, &mut store, compiled, last)
-                            .await
-                    }
-                    Err(e) => Err(e),
-                }
+        let stored: Result<(), Error> = async {
+            while jobs.peek().is_some() {
+                root.push(&mut upload, jobs.by_ref().take(PART_NODES).collect());
+                store
+                    .part(&mut conn, upload.drain(&root.open_vertices()))
+                    .await?;
             }
-            Err(e) => Err(e),
-        };
-        if stored.is_err() {
-            store.forget(&mut conn).await;
+            let nodes = root.finish(&mut upload);
+            let part = upload.drain(&[]);
+            let compiled = Compiled::of(&upload, nodes);
+            self.finish_store(&mut conn, &id, &mut store, part, compiled, last)
+                .await
         }
-        stored.map(|()| id)
+        .await;
+        store.settle(&mut conn, stored).await.map(|()| id)
     }
 
-    /// Stores what is left of a compiled project once its parts are: the
+    /// Stores the last part of a compiled project and what is left: the
     /// live records, the root list's batch count, and the meta hash (last,
     /// so that a project whose meta exists is whole); up to `last`, opens
     /// and releases it.
@@ -749,6 +748,7 @@ impl RedisEngine {
         conn: &mut ConnectionManager,
         id: &str,
         store: &mut Store,
+        part: Drained,
         compiled: Compiled,
         last: Step,
     ) -> Result<(), Error> {
@@ -761,6 +761,7 @@ impl RedisEngine {
                 }],
             }));
         }
+        store.part(conn, part).await?;
         let nodes = compiled.nodes as usize;
         let per_shard = store.per_shard;
         // The live records start zeroed: one byte written at each shard's
@@ -1228,30 +1229,32 @@ impl RedisEngine {
     ) -> Result<bool, Error> {
         let id = &begun.project;
         let pk = self.keys.project(id);
+        // What never changes: the job's list (its parent and path) and the
+        // project's shard size.
+        let mut conn = self.conn.clone();
+        let parent_path: Path = begun.job.path.parse::<Path>().map_err(|e| Error::Corrupt {
+            what: format!("the path of job {} of project {id}", begun.node),
+            reason: e.to_string(),
+        })?;
+        let parent_path = parent_path.parent().unwrap_or_default();
+        let per_shard = shard_records(&mut conn, &pk).await?;
+        let (shard, at) = record_place(begun.node as usize, NODE_BYTES, per_shard);
+        let parent: u32 = redis::cmd("GETRANGE")
+            .arg(pk.shard("nd", shard))
+            .arg(at)
+            .arg(at + 3)
+            .query_async::<Vec<u8>>(&mut conn)
+            .await
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .map(u32::from_be_bytes)
+            .ok_or_else(|| Error::Corrupt {
+                what: format!("the record of job {} of project {id}", begun.node),
+                reason: "missing".into(),
+            })?;
         // Another job of the list may append at the same time: compile again
         // against the new tail. Each try that loses, loses to a commit.
         for _ in 0..APPEND_TRIES {
-            let mut conn = self.conn.clone();
-            let parent_path: Path = begun.job.path.parse::<Path>().map_err(|e| Error::Corrupt {
-                what: format!("the path of job {} of project {id}", begun.node),
-                reason: e.to_string(),
-            })?;
-            let parent_path = parent_path.parent().unwrap_or_default();
-            let per_shard = shard_records(&mut conn, &pk).await?;
-            let (shard, at) = record_place(begun.node as usize, NODE_BYTES, per_shard);
-            let parent: u32 = redis::cmd("GETRANGE")
-                .arg(pk.shard("nd", shard))
-                .arg(at)
-                .arg(at + 3)
-                .query_async::<Vec<u8>>(&mut conn)
-                .await
-                .ok()
-                .and_then(|b| b.try_into().ok())
-                .map(u32::from_be_bytes)
-                .ok_or_else(|| Error::Corrupt {
-                    what: format!("the record of job {} of project {id}", begun.node),
-                    reason: "missing".into(),
-                })?;
             let (tail_text_now, next_node, next_vertex, queues, edge_len): (
                 Option<String>,
                 u32,
@@ -1841,8 +1844,6 @@ fn begin_reply(id: &str, flat: &[redis::Value]) -> Result<Vec<(u32, u32, Option<
         .collect()
 }
 
-/// The project's result (SPEC 4) from every node record and job result:
-/// each group's the array of its list's, in list order.
 /// Records per shard of a project's record strings, as it was stored with;
 /// `usize::MAX` (one shard) for a project stored before strings had shards.
 async fn shard_records(conn: &mut ConnectionManager, pk: &ProjectKeys) -> Result<usize, Error> {
@@ -1855,14 +1856,16 @@ async fn shard_records(conn: &mut ConnectionManager, pk: &ProjectKeys) -> Result
 }
 
 /// A project's `shard` field as the scripts read it: a value that is not a
-/// positive multiple of 16 (none, or tampered with) means one shard.
+/// valid shard size (none, or tampered with) means one shard.
 fn parse_shard(field: Option<&str>) -> usize {
     field
-        .and_then(|s| s.parse::<usize>().ok())
-        .filter(|s| *s >= 16 && s.is_multiple_of(16))
-        .unwrap_or(usize::MAX)
+        .and_then(|s| s.parse::<u32>().ok())
+        .filter(|&s| crate::config::valid_shard(s))
+        .map_or(usize::MAX, |s| s as usize)
 }
 
+/// The project's result (SPEC 4) from every node record and job result:
+/// each group's the array of its list's, in list order.
 fn assemble(id: &str, nd: &[u8], results: &HashMap<u32, String>) -> Result<Value, Error> {
     let count = nd.len() / NODE_BYTES;
     let mut kids: Vec<Vec<(u32, u32)>> = vec![Vec::new(); count];
