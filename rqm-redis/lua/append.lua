@@ -46,13 +46,14 @@ swrite(ND, NODES, ARGV[8])
 swrite(L, NODES, string.rep('\0', LIVE_BYTES * added_nodes))
 for _, s in ipairs({VS, P, ND, L}) do s.blocks = {} end
 -- New shards live as long as the project's other keys (open: for ever).
-local old_graph, old_nodes = #graph_shards(), #node_shards()
+local before = #all_shards()
 NODES, VERTICES = NODES + added_nodes, VERTICES + added_vertices
-local new_graph, new_nodes = graph_shards(), node_shards()
-if #new_graph > old_graph or #new_nodes > old_nodes then
+local shards = all_shards()
+if #shards > before then
   local ttl = redis.call('PTTL', META)
-  for _, k in ipairs(new_graph) do if ttl > 0 then redis.call('PEXPIRE', k, ttl) end end
-  for _, k in ipairs(new_nodes) do if ttl > 0 then redis.call('PEXPIRE', k, ttl) end end
+  if ttl > 0 then
+    for _, k in ipairs(shards) do redis.call('PEXPIRE', k, ttl) end
+  end
 end
 redis.call('HSET', META, 'next_node', NODES, 'next_vertex', VERTICES,
   'queues', table.concat(plan.queues, ','))

@@ -12,10 +12,7 @@ for i = 2, #ARGV do
   local len = b - a + 1
   local began = 0
   local rec = nil
-  if RUNNING and len > 1 then
-    local raw = lrun(a, b)
-    if alike(raw, 1, len) == len then rec = unpack_live(raw, 1) end
-  end
+  if RUNNING and len > 1 then rec = lcommon(a, b) end
   if rec and rec[S] == S_READY and rec[A] == 0 then
     -- A run of first attempts, alike: written as one substring.
     lfill(a, b, {S_RUNNING, 1, rec[TS] == 0 and REL or rec[TS], rec[TF]})

@@ -58,10 +58,12 @@ local function shard_key(key, k)
   return key .. ':' .. k
 end
 
--- The keys of the shards after the first of a string of `count` records.
-local function more_shards(key, count)
-  local out = {}
-  for k = 1, math.ceil(count / SHARD) - 1 do out[#out + 1] = key .. ':' .. k end
+-- The keys of the shards after the first of strings `keys` of `count`
+-- records each, appended to `out`.
+local function more_shards(out, count, keys)
+  for _, key in ipairs(keys) do
+    for k = 1, math.ceil(count / SHARD) - 1 do out[#out + 1] = shard_key(key, k) end
+  end
   return out
 end
 
@@ -71,17 +73,24 @@ local function place_of(s, id)
   return shard_key(s.key, k), (id - k * SHARD) * s.size
 end
 
--- The bytes of records first..last of s, read shard by shard.
-local function sread(s, first, last)
-  local parts = {}
+-- Calls each(key, byte offset, a, b) for the piece a..b of records
+-- first..last of s in each shard they span, in order.
+local function pieces(s, first, last, each)
   local a = first
   while a <= last do
     local k = math.floor(a / SHARD)
     local b = math.min(last, (k + 1) * SHARD - 1)
-    local at = (a - k * SHARD) * s.size
-    parts[#parts + 1] = redis.call('GETRANGE', shard_key(s.key, k), at, at + (b - a + 1) * s.size - 1)
+    each(shard_key(s.key, k), (a - k * SHARD) * s.size, a, b)
     a = b + 1
   end
+end
+
+-- The bytes of records first..last of s, read shard by shard.
+local function sread(s, first, last)
+  local parts = {}
+  pieces(s, first, last, function(key, at, a, b)
+    parts[#parts + 1] = redis.call('GETRANGE', key, at, at + (b - a + 1) * s.size - 1)
+  end)
   local raw = table.concat(parts)
   if #raw ~= (last - first + 1) * s.size then corrupt(s.what, last, s.key) end
   return raw
@@ -91,15 +100,11 @@ end
 -- shard.
 local function swrite(s, first, bytes)
   local last = first + #bytes / s.size - 1
-  local a = first
-  while a <= last do
-    local k = math.floor(a / SHARD)
-    local b = math.min(last, (k + 1) * SHARD - 1)
+  pieces(s, first, last, function(key, at, a, b)
     local part = bytes
     if a ~= first or b ~= last then part = string.sub(bytes, (a - first) * s.size + 1, (b - first + 1) * s.size) end
-    redis.call('SETRANGE', shard_key(s.key, k), (a - k * SHARD) * s.size, part)
-    a = b + 1
-  end
+    redis.call('SETRANGE', key, at, part)
+  end)
 end
 
 -- The block holding record `id`, and the record's 1-based offset in it.
@@ -185,11 +190,6 @@ local function cfill(c, first, last, value)
   cflush(c)
   swrite(c, first, string.rep(struct.pack(c.fmt, value), last - first + 1))
   invalidate(c, first, last)
-end
-
--- Whether every record first..last is `value`.
-local function all_are(c, first, last, value)
-  return crange(c, first, last) == string.rep(struct.pack(c.fmt, value), last - first + 1)
 end
 
 -- Starts a call on the graph whose keys are KEYS[1..3].

@@ -3,8 +3,7 @@
 -- could see it. ARGV[2..]: the vertices with nothing pending.
 -- Returns 1 if a release is left for later calls (release.lua), else 0.
 for k = 1, OWN_KEYS do redis.call('PERSIST', KEYS[k]) end
-for _, k in ipairs(graph_shards()) do redis.call('PERSIST', k) end
-for _, k in ipairs(node_shards()) do redis.call('PERSIST', k) end
+for _, k in ipairs(all_shards()) do redis.call('PERSIST', k) end
 -- The project's clock starts now, once it is stored: its node times do not
 -- count the upload (as the embedded engine's count from its start).
 SUBMITTED, REL = NOW, 1

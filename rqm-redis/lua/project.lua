@@ -96,23 +96,28 @@ local function alike(raw, at, len)
   while k < len and string.sub(raw, at + k * LIVE_BYTES, at + (k + 1) * LIVE_BYTES - 1) == one do k = k + 1 end
   return k
 end
+-- The values records first..last share when they are all alike (a run
+-- released or begun together), else nil; and their bytes.
+local function lcommon(first, last)
+  local raw = lrun(first, last)
+  if alike(raw, 1, last - first + 1) == last - first + 1 then return unpack_live(raw, 1), raw end
+  return nil, raw
+end
 -- Sets records first..last to the values `rec`.
 local function lfill(first, last, rec)
   lflush()
-  swrite(L, first, string.rep(struct.pack(LIVE, rec[1], rec[2], rec[3], rec[4]), last - first + 1))
+  swrite(L, first, string.rep(pack_live(rec), last - first + 1))
   invalidate(L, first, last)
 end
 -- Sets field f of records first..last to v: one substring when they are
--- alike (a run released together), else record by record.
+-- alike, else record by record.
 local function lfill_field(f, first, last, v)
-  local raw = lrun(first, last)
-  local len = last - first + 1
-  if alike(raw, 1, len) == len then
-    local rec = unpack_live(raw, 1)
+  local rec, raw = lcommon(first, last)
+  if rec then
     rec[f] = v
     lfill(first, last, rec)
   else
-    for k = 0, len - 1 do lseed(first + k, raw, LIVE_BYTES * k + 1)[f] = v end
+    for k = 0, last - first do lseed(first + k, raw, LIVE_BYTES * k + 1)[f] = v end
   end
 end
 
@@ -145,14 +150,13 @@ end
 -- The shards after the first of the graph's strings (vx, vp) and of the
 -- node strings (nd, nl).
 local function graph_shards()
-  local out = more_shards(KEYS[1], VERTICES)
-  for _, k in ipairs(more_shards(KEYS[3], VERTICES)) do out[#out + 1] = k end
-  return out
+  return more_shards({}, VERTICES, {KEYS[1], KEYS[3]})
 end
 local function node_shards()
-  local out = more_shards(KEYS[4], NODES)
-  for _, k in ipairs(more_shards(KEYS[5], NODES)) do out[#out + 1] = k end
-  return out
+  return more_shards({}, NODES, {KEYS[4], KEYS[5]})
+end
+local function all_shards()
+  return more_shards(graph_shards(), NODES, {KEYS[4], KEYS[5]})
 end
 local function event(kind, n, extra)
   changes[#changes + 1] = kind .. ':' .. n .. (extra and (':' .. extra) or '')
