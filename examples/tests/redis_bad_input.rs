@@ -30,6 +30,15 @@ async fn dbsize(conn: &mut redis::aio::MultiplexedConnection) -> i64 {
     redis::cmd("DBSIZE").query_async(conn).await.unwrap()
 }
 
+/// An engine with the default limits and a worker in this process.
+async fn with_worker(server: &RedisServer) -> RedisEngine {
+    let config = Config {
+        url: server.url(),
+        ..Config::default()
+    };
+    common::engine_with_worker(config, Limits::default()).await
+}
+
 /// Submits each case, expecting a rejection naming its text and no key
 /// left behind.
 async fn refused_leaving_nothing(engine: &RedisEngine, cases: &[(&[u8], &str)]) {
@@ -80,11 +89,7 @@ async fn refused_input_stores_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_project_on_too_many_queues_is_refused_leaving_nothing() {
     let server = RedisServer::start();
-    let config = Config {
-        url: server.url(),
-        ..Config::default()
-    };
-    let engine = common::engine_with_worker(config, Limits::default()).await;
+    let engine = with_worker(&server).await;
     // Two parts: the first is stored before the project is refused.
     let jobs: Vec<serde_json::Value> = (0..20_000)
         .map(|i| serde_json::json!({"func": "simpleTask", "args": i, "queue": format!("q{}", i % 300)}))
@@ -99,11 +104,7 @@ async fn a_project_on_too_many_queues_is_refused_leaving_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_streamed_submit_refused_late_leaves_nothing() {
     let server = RedisServer::start();
-    let config = Config {
-        url: server.url(),
-        ..Config::default()
-    };
-    let engine = common::engine_with_worker(config, Limits::default()).await;
+    let engine = with_worker(&server).await;
     let n = 25_000;
     let jobs = |bad: Option<usize>| -> Vec<serde_json::Value> {
         (0..n)

@@ -211,18 +211,18 @@ impl<'a> Checker<'a> {
         if spec.func.is_empty() {
             return;
         }
-        if spec.func != self.known && catalog.defaults(&spec.func).is_none() {
-            self.errors.push(ValidationError::new(
-                path(),
-                Some("func"),
-                format!(
-                    "no worker registers a function named `{}`; check the name or link the crate that defines it",
-                    spec.func
-                ),
-            ));
-            return;
-        }
         if spec.func != self.known {
+            if catalog.defaults(&spec.func).is_none() {
+                self.errors.push(ValidationError::new(
+                    path(),
+                    Some("func"),
+                    format!(
+                        "no worker registers a function named `{}`; check the name or link the crate that defines it",
+                        spec.func
+                    ),
+                ));
+                return;
+            }
             self.known.clone_from(&spec.func);
         }
         let args = match &spec.input {
@@ -243,12 +243,12 @@ impl<'a> Checker<'a> {
         }
     }
 
-    /// Errors found so far, taken out.
     /// Whether no error has been found so far.
     pub(crate) fn clean(&self) -> bool {
         self.errors.is_empty()
     }
 
+    /// Errors found so far, taken out.
     pub(crate) fn take_errors(&mut self) -> Vec<ValidationError> {
         std::mem::take(&mut self.errors)
     }

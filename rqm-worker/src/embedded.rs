@@ -534,52 +534,69 @@ fn pool_task(
     job: Start,
     progress: &ProgressSink,
 ) -> Box<dyn FnOnce() + Send> {
-    let Start {
-        attempt,
-        path,
-        cancel,
-        permit,
-    } = job;
-    let Attempt {
-        job,
-        number,
-        func,
-        input,
-        kwargs,
-        ..
-    } = attempt;
-    let span = job_span(shared, &path, &func, number);
-    let run = crate::exec::Run {
-        func: &func,
-        attempt: number,
-        project: shared.id.clone(),
-        path,
-        input,
-        kwargs,
-        timeout: None,
-    };
+    let (mut attempt, path, cancel, span, reply) = job.split(shared);
+    let run = exec_run(shared, &mut attempt, path);
     let body = crate::exec::prepare_blocking(function, run, cancel, Some(progress.clone()));
-    let tx = shared.tx.clone();
-    Box::new(move || {
-        let outcome = span.in_scope(body);
-        let _ = tx.send(Msg::Done {
-            job,
-            attempt: number,
-            outcome,
-            permit,
-        });
-    })
+    Box::new(move || reply.send(span.in_scope(body)))
 }
 
-/// An attempt's tracing span.
-fn job_span(shared: &Shared, path: &Path, func: &str, attempt: u32) -> tracing::Span {
-    tracing::info_span!(
-        "job",
-        project = %shared.id,
-        path = %path,
-        function = %func,
-        attempt
-    )
+impl Start {
+    /// The attempt, its path and stop signal, its tracing span, and what
+    /// sends its outcome back.
+    fn split(self, shared: &Shared) -> (Attempt, Path, Cancellation, tracing::Span, Reply) {
+        let Start {
+            attempt,
+            path,
+            cancel,
+            permit,
+        } = self;
+        let span = tracing::info_span!(
+            "job",
+            project = %shared.id,
+            path = %path,
+            function = %attempt.func,
+            attempt = attempt.number
+        );
+        let reply = Reply {
+            tx: shared.tx.clone(),
+            job: attempt.job,
+            attempt: attempt.number,
+            permit,
+        };
+        (attempt, path, cancel, span, reply)
+    }
+}
+
+/// The attempt as [`crate::exec`] runs it (its input taken out).
+fn exec_run<'a>(shared: &Shared, attempt: &'a mut Attempt, path: Path) -> crate::exec::Run<'a> {
+    crate::exec::Run {
+        func: &attempt.func,
+        attempt: attempt.number,
+        project: shared.id.clone(),
+        path,
+        input: attempt.input.take(),
+        kwargs: attempt.kwargs.take(),
+        timeout: attempt.timeout,
+    }
+}
+
+/// What sends an attempt's outcome, with its permit, to the driver.
+struct Reply {
+    tx: mpsc::UnboundedSender<Msg>,
+    job: NodeId,
+    attempt: u32,
+    permit: OwnedSemaphorePermit,
+}
+
+impl Reply {
+    fn send(self, outcome: JobResult) {
+        let _ = self.tx.send(Msg::Done {
+            job: self.job,
+            attempt: self.attempt,
+            outcome,
+            permit: self.permit,
+        });
+    }
 }
 
 /// Any other attempt, in a task of its own.
@@ -604,42 +621,10 @@ async fn execute(
     job: Start,
     progress: ProgressSink,
 ) {
-    let Start {
-        attempt,
-        path,
-        cancel,
-        permit,
-    } = job;
-    let span = job_span(&shared, &path, &attempt.func, attempt.number);
-    let job = attempt.job;
-    let number = attempt.number;
-    let outcome = call(&shared, registry, attempt, path, cancel, progress)
+    let (mut attempt, path, cancel, span, reply) = job.split(&shared);
+    let run = exec_run(&shared, &mut attempt, path);
+    let outcome = crate::exec::call(registry, run, cancel, Some(progress))
         .instrument(span)
         .await;
-    let _ = shared.tx.send(Msg::Done {
-        job,
-        attempt: number,
-        outcome,
-        permit,
-    });
-}
-
-async fn call(
-    shared: &Arc<Shared>,
-    registry: &'static Registry,
-    attempt: Attempt,
-    path: Path,
-    cancel: Cancellation,
-    progress: ProgressSink,
-) -> JobResult {
-    let run = crate::exec::Run {
-        func: &attempt.func,
-        attempt: attempt.number,
-        project: shared.id.clone(),
-        path,
-        input: attempt.input,
-        kwargs: attempt.kwargs,
-        timeout: attempt.timeout,
-    };
-    crate::exec::call(registry, run, cancel, Some(progress)).await
+    reply.send(outcome);
 }
