@@ -369,12 +369,6 @@ impl<'c> GraphUpload<'c> {
         &self.jobs
     }
 
-    /// The jobs' payloads made so far, taken out: a streamed submit sends
-    /// them as they are made.
-    pub fn take_jobs(&mut self) -> Vec<(u32, String)> {
-        std::mem::take(&mut self.jobs)
-    }
-
     /// New children of each group, the ones that existed included.
     pub fn children(&self) -> &BTreeMap<u32, Vec<u32>> {
         &self.children
@@ -563,7 +557,7 @@ impl<'c> GraphUpload<'c> {
                 (id, json)
             })
             .collect();
-        part.jobs = self.take_jobs();
+        part.jobs = std::mem::take(&mut self.jobs);
         part
     }
 
