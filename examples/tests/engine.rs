@@ -280,6 +280,76 @@ async fn events_tell_each_step_and_progress() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_that_falls_behind_skips_to_the_last_1024_events() {
+    let engine = engine(64);
+    let jobs: Vec<Node> = (0..2_000).map(|i| simple_task::job(i).into()).collect();
+    let handle = engine.submit(Project::new(jobs)).unwrap();
+    // The first subscriber reads from the submit on, but only after the
+    // project's 4,001 events (a start and a finish a job, the end).
+    let mut first = handle.events();
+    handle.wait().await;
+    let mut seen = Vec::new();
+    while let Some(event) = first.next().await {
+        seen.push(event);
+    }
+    assert_eq!(seen.len(), 1024, "the last 1,024 are kept");
+    assert_eq!(
+        seen.last(),
+        Some(&ProjectEvent::Ended {
+            status: "finished".into()
+        })
+    );
+    let finished = seen
+        .iter()
+        .filter(|e| matches!(e, ProjectEvent::Finished { .. }))
+        .count();
+    assert!(finished >= 511, "{finished} finishes among the last events");
+    // A later subscriber sees events from its call on: none, after the end.
+    assert_eq!(handle.events().next().await, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_later_subscriber_sees_events_from_its_call_on() {
+    let engine = engine(8);
+    let handle = engine
+        .submit(project![blocking block_ms(150), simple_task(1)])
+        .unwrap();
+    let mut first = handle.events();
+    assert!(matches!(
+        first.next().await,
+        Some(ProjectEvent::Started { .. })
+    ));
+    // Subscribed while the first job runs: its start is already past.
+    let mut later = handle.events();
+    let mut seen = Vec::new();
+    while let Some(event) = later.next().await {
+        seen.push(event);
+    }
+    let path = |p: &str| p.parse().unwrap();
+    assert_eq!(
+        seen,
+        [
+            ProjectEvent::Finished { path: path("0") },
+            ProjectEvent::Started {
+                path: path("1"),
+                function: "simpleTask".into(),
+                attempt: 1
+            },
+            ProjectEvent::Finished { path: path("1") },
+            ProjectEvent::Ended {
+                status: "finished".into()
+            },
+        ]
+    );
+    // The first still has all of it to read.
+    let mut rest = 1;
+    while first.next().await.is_some() {
+        rest += 1;
+    }
+    assert_eq!(rest, 1 + seen.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_at_run_time_is_a_permanent_failure_naming_everything() {
     let engine = engine(8);
     let json = br#"{"jobs": [{"func": "echo", "args": "seven"}, {"func": "simpleTask", "previousJobArgs": true, "retries": 3}]}"#;

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use rqm_core::{
@@ -13,7 +13,7 @@ use rqm_core::{
 };
 use serde::Serialize;
 use serde_json::Value;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 use tracing::Instrument;
 
 use crate::error::Error;
@@ -130,16 +130,13 @@ impl Engine {
     fn start(&self, run: Run) -> ProjectHandle {
         let number = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let id: Arc<str> = Arc::from(format!("local-{number}"));
-        let (tx, rx) = mpsc::unbounded_channel();
-        let (events, first_events) = broadcast::channel(EVENT_BUFFER);
         let (done, _) = watch::channel(false);
         let shared = Arc::new(Shared {
             id,
             run: Mutex::new(run),
             started: Instant::now(),
-            tx,
-            events,
-            first_events: Mutex::new(Some(first_events)),
+            inbox: Inbox::default(),
+            events: EventLog::default(),
             done,
         });
         let handle = ProjectHandle {
@@ -150,7 +147,7 @@ impl Engine {
             .lock()
             .expect("the project list is never poisoned")
             .insert(number, handle.clone());
-        tokio::spawn(drive(shared, rx, self.inner.clone()));
+        tokio::spawn(drive(shared, self.inner.clone()));
         handle
     }
 
@@ -195,11 +192,8 @@ struct Shared {
     id: Arc<str>,
     run: Mutex<Run>,
     started: Instant,
-    tx: mpsc::UnboundedSender<Msg>,
-    events: broadcast::Sender<ProjectEvent>,
-    /// Subscribed at submit, so that the first [`ProjectHandle::events`]
-    /// misses nothing.
-    first_events: Mutex<Option<broadcast::Receiver<ProjectEvent>>>,
+    inbox: Inbox,
+    events: EventLog,
     done: watch::Sender<bool>,
 }
 
@@ -215,11 +209,102 @@ impl Shared {
     }
 
     fn publish(&self, event: ProjectEvent) {
-        // No subscriber is not an error.
-        let _ = self.events.send(event);
+        self.events.push([event]);
     }
 }
 
+/// What reaches a project's driver: attempts' outcomes and wake-ups, in a
+/// list the driver takes whole each turn. A stream of outcomes costs one
+/// short lock each, and a wake-up only when the driver has taken the rest.
+#[derive(Debug, Default)]
+struct Inbox {
+    msgs: Mutex<Vec<Msg>>,
+    arrived: Notify,
+}
+
+impl Inbox {
+    fn send(&self, msg: Msg) {
+        let mut msgs = self.msgs.lock().unwrap_or_else(PoisonError::into_inner);
+        let first = msgs.is_empty();
+        msgs.push(msg);
+        drop(msgs);
+        if first {
+            // Kept as a permit when the driver is not waiting: not lost.
+            self.arrived.notify_one();
+        }
+    }
+
+    /// Waits until messages have arrived, then moves them all into `into`,
+    /// which is empty. Cancelling the wait loses nothing.
+    async fn take(&self, into: &mut Vec<Msg>) {
+        loop {
+            {
+                let mut msgs = self.msgs.lock().unwrap_or_else(PoisonError::into_inner);
+                if !msgs.is_empty() {
+                    std::mem::swap(&mut *msgs, into);
+                    return;
+                }
+            }
+            self.arrived.notified().await;
+        }
+    }
+}
+
+/// A project's events: the last [`EVENT_BUFFER`] are kept for subscribers,
+/// each of which reads at its own place. The driver adds a turn's events
+/// under one lock.
+#[derive(Debug, Default)]
+struct EventLog {
+    ring: Mutex<Ring>,
+    added: Notify,
+}
+
+#[derive(Debug, Default)]
+struct Ring {
+    events: VecDeque<ProjectEvent>,
+    /// The number of the oldest event kept (events are numbered from 0).
+    first: u64,
+    /// Whether the first subscriber (who reads from event 0) has come.
+    subscribed: bool,
+    /// No event follows the ones kept: the project has settled.
+    closed: bool,
+}
+
+impl Ring {
+    fn end(&self) -> u64 {
+        self.first + self.events.len() as u64
+    }
+}
+
+impl EventLog {
+    fn ring(&self) -> MutexGuard<'_, Ring> {
+        self.ring.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn push(&self, events: impl IntoIterator<Item = ProjectEvent>) {
+        let mut ring = self.ring();
+        let before = ring.end();
+        for event in events {
+            if ring.events.len() == EVENT_BUFFER {
+                ring.events.pop_front();
+                ring.first += 1;
+            }
+            ring.events.push_back(event);
+        }
+        let added = ring.end() > before;
+        drop(ring);
+        if added {
+            self.added.notify_waiters();
+        }
+    }
+
+    fn close(&self) {
+        self.ring().closed = true;
+        self.added.notify_waiters();
+    }
+}
+
+#[derive(Debug)]
 enum Msg {
     Done {
         job: NodeId,
@@ -265,7 +350,7 @@ impl ProjectHandle {
     /// and says so.
     pub async fn cancel(&self) -> CancelOutcome {
         let outcome = self.shared.run().cancel();
-        let _ = self.shared.tx.send(Msg::Wake);
+        self.shared.inbox.send(Msg::Wake);
         outcome
     }
 
@@ -274,15 +359,12 @@ impl ProjectHandle {
     /// submit; later calls see events from the call on. A subscriber that
     /// falls more than 1,024 events behind skips what it missed.
     pub fn events(&self) -> Events {
-        let first = self
-            .shared
-            .first_events
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        let mut ring = self.shared.events.ring();
+        let next = if ring.subscribed { ring.end() } else { 0 };
+        ring.subscribed = true;
         Events {
-            rx: first.unwrap_or_else(|| self.shared.events.subscribe()),
-            done: self.shared.done.subscribe(),
+            shared: self.shared.clone(),
+            next,
             ended: false,
         }
     }
@@ -291,50 +373,54 @@ impl ProjectHandle {
 /// A stream of a project's events.
 #[derive(Debug)]
 pub struct Events {
-    rx: broadcast::Receiver<ProjectEvent>,
-    done: watch::Receiver<bool>,
+    shared: Arc<Shared>,
+    /// The number of the next event to read.
+    next: u64,
     ended: bool,
 }
 
 impl Events {
     /// The next event, or `None` after the project's end.
     pub async fn next(&mut self) -> Option<ProjectEvent> {
-        if self.ended {
-            return None;
-        }
+        let log = &self.shared.events;
         loop {
-            let already_done = *self.done.borrow();
-            let received = if already_done {
-                self.rx.try_recv().map_err(|e| match e {
-                    broadcast::error::TryRecvError::Lagged(n) => {
-                        broadcast::error::RecvError::Lagged(n)
-                    }
-                    _ => broadcast::error::RecvError::Closed,
-                })
-            } else {
-                self.rx.recv().await
-            };
-            match received {
-                Ok(event) => {
-                    self.ended = matches!(event, ProjectEvent::Ended { .. });
-                    return Some(event);
-                }
-                Err(broadcast::error::RecvError::Lagged(missed)) => {
+            if self.ended {
+                return None;
+            }
+            // Registered before the look, so that an event added after it
+            // wakes this wait.
+            let added = log.added.notified();
+            tokio::pin!(added);
+            added.as_mut().enable();
+            {
+                let ring = log.ring();
+                if self.next < ring.first {
+                    let missed = ring.first - self.next;
                     tracing::warn!(missed, "an event subscriber fell behind and missed events");
+                    self.next = ring.first;
                 }
-                Err(broadcast::error::RecvError::Closed) => {
+                if let Some(event) = ring.events.get((self.next - ring.first) as usize) {
+                    self.next += 1;
+                    self.ended = matches!(event, ProjectEvent::Ended { .. });
+                    return Some(event.clone());
+                }
+                if ring.closed {
                     self.ended = true;
-                    return None;
+                    continue;
                 }
             }
+            added.await;
         }
     }
 }
 
 /// Runs one project: hands ready jobs to tasks as permits allow, applies
 /// their reports, fires retries, until the project has settled.
-async fn drive(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Msg>, engine: Arc<Inner>) {
+async fn drive(shared: Arc<Shared>, engine: Arc<Inner>) {
     let mut ready: VecDeque<NodeId> = VecDeque::new();
+    // A turn's messages, and its events, published together.
+    let mut msgs: Vec<Msg> = Vec::new();
+    let mut events: Vec<ProjectEvent> = Vec::new();
     // The stop signal of every attempt without a timeout: the core stops
     // every running attempt at once, when the project ends.
     let stop_all = Cancellation::new();
@@ -358,7 +444,7 @@ async fn drive(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Msg>, engine
                             cancel.cancel();
                         }
                     }
-                    Event::Ended(status) => shared.publish(ProjectEvent::Ended {
+                    Event::Ended(status) => events.push(ProjectEvent::Ended {
                         status: status.as_str().to_owned(),
                     }),
                     _ => {}
@@ -369,7 +455,9 @@ async fn drive(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Msg>, engine
             }
             (run.is_settled(), run.poll_timeout())
         };
+        shared.events.push(events.drain(..));
         if settled {
+            shared.events.close();
             shared.done.send_replace(true);
             return;
         }
@@ -378,27 +466,25 @@ async fn drive(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Msg>, engine
         });
         tokio::select! {
             biased;
-            msg = rx.recv() => {
-                // What else has arrived is applied in the same turn, at
-                // one reading of the clock.
+            () = shared.inbox.take(&mut msgs) => {
+                // Everything that has arrived is applied in one turn, under
+                // one lock of the run, at one reading of the clock.
                 let now = shared.now();
-                let mut next = msg;
-                let mut applied = 0;
                 let mut freed: Option<OwnedSemaphorePermit> = None;
-                while let Some(msg) = next {
+                let mut run = shared.run();
+                for msg in msgs.drain(..) {
                     if let Msg::Done { job, attempt, outcome, permit } = msg {
                         if let Some(slot) = running.get_mut(job.0 as usize) {
                             *slot = None;
                         }
-                        report(&shared, job, attempt, outcome, now);
+                        report(&shared, &mut run, job, attempt, outcome, now, &mut events);
                         match &mut freed {
                             Some(all) => all.merge(permit),
                             None => freed = Some(permit),
                         }
                     }
-                    applied += 1;
-                    next = if applied < 1024 { rx.try_recv().ok() } else { None };
                 }
+                drop(run);
                 drop(freed);
             },
             permit = engine.permits.clone().acquire_owned(), if !ready.is_empty() => {
@@ -408,6 +494,7 @@ async fn drive(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Msg>, engine
                 let more = ready.len().min(BEGIN_BATCH) - 1;
                 permits.extend(crate::exec::free_permits(&engine.permits, more));
                 let mut tasks = Vec::with_capacity(permits.len());
+                let mut own_tasks = Vec::new();
                 let mut run = shared.run();
                 let now = shared.now();
                 for permit in permits {
@@ -425,7 +512,7 @@ async fn drive(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Msg>, engine
                     } else {
                         stop_all.clone()
                     };
-                    shared.publish(ProjectEvent::Started {
+                    events.push(ProjectEvent::Started {
                         path: path.clone(),
                         function: attempt.func.clone(),
                         attempt: attempt.number,
@@ -437,11 +524,16 @@ async fn drive(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Msg>, engine
                     let job = Start { attempt, path, cancel, permit };
                     match pooled {
                         Some(function) => tasks.push(pool_task(&shared, function, job, &progress)),
-                        None => spawn(&shared, engine.registry, job, &progress),
+                        None => own_tasks.push(job),
                     }
                 }
                 drop(run);
+                // Their starts are told before any can report progress.
+                shared.events.push(events.drain(..));
                 crate::pool::run_many(tasks);
+                for job in own_tasks {
+                    spawn(&shared, engine.registry, job, &progress);
+                }
             }
             () = sleep_until(wake_at), if wake_at.is_some() => {
                 let now = shared.now();
@@ -458,9 +550,16 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
     }
 }
 
-/// Applies one attempt's outcome and publishes what it did.
-fn report(shared: &Shared, job: NodeId, attempt: u32, outcome: JobResult, now: Time) {
-    let mut run = shared.run();
+/// Applies one attempt's outcome and notes the events of what it did.
+fn report(
+    shared: &Shared,
+    run: &mut Run,
+    job: NodeId,
+    attempt: u32,
+    outcome: JobResult,
+    now: Time,
+    events: &mut Vec<ProjectEvent>,
+) {
     let path = run.path(job);
     let failed = outcome.as_ref().err().map(|f| f.message.clone());
     let applied = match outcome {
@@ -474,23 +573,21 @@ fn report(shared: &Shared, job: NodeId, attempt: u32, outcome: JobResult, now: T
     let node = run.node(job).expect("the job exists");
     let state = node.state();
     if state == NodeState::Finished && failed.is_none() {
-        drop(run);
-        shared.publish(ProjectEvent::Finished { path });
+        events.push(ProjectEvent::Finished { path });
         return;
     }
     let error = node.error().unwrap_or_default().to_owned();
-    drop(run);
     match state {
         NodeState::Finished => {
             // An allowed failure: the job failed, and finished with null.
-            shared.publish(ProjectEvent::Failed {
+            events.push(ProjectEvent::Failed {
                 path: path.clone(),
                 error,
                 retrying: false,
             });
-            shared.publish(ProjectEvent::Finished { path });
+            events.push(ProjectEvent::Finished { path });
         }
-        state => shared.publish(ProjectEvent::Failed {
+        state => events.push(ProjectEvent::Failed {
             path,
             error,
             retrying: state == NodeState::Retrying,
@@ -543,7 +640,7 @@ fn pool_task(
 impl Start {
     /// The attempt, its path and stop signal, its tracing span, and what
     /// sends its outcome back.
-    fn split(self, shared: &Shared) -> (Attempt, Path, Cancellation, tracing::Span, Reply) {
+    fn split(self, shared: &Arc<Shared>) -> (Attempt, Path, Cancellation, tracing::Span, Reply) {
         let Start {
             attempt,
             path,
@@ -558,7 +655,7 @@ impl Start {
             attempt = attempt.number
         );
         let reply = Reply {
-            tx: shared.tx.clone(),
+            shared: shared.clone(),
             job: attempt.job,
             attempt: attempt.number,
             permit,
@@ -582,7 +679,7 @@ fn exec_run<'a>(shared: &Shared, attempt: &'a mut Attempt, path: Path) -> crate:
 
 /// What sends an attempt's outcome, with its permit, to the driver.
 struct Reply {
-    tx: mpsc::UnboundedSender<Msg>,
+    shared: Arc<Shared>,
     job: NodeId,
     attempt: u32,
     permit: OwnedSemaphorePermit,
@@ -590,7 +687,7 @@ struct Reply {
 
 impl Reply {
     fn send(self, outcome: JobResult) {
-        let _ = self.tx.send(Msg::Done {
+        self.shared.inbox.send(Msg::Done {
             job: self.job,
             attempt: self.attempt,
             outcome,
