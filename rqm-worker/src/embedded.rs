@@ -209,7 +209,7 @@ impl Shared {
     }
 
     fn publish(&self, event: ProjectEvent) {
-        self.events.push([event]);
+        self.events.push([event].into_iter());
     }
 }
 
@@ -281,9 +281,11 @@ impl EventLog {
         self.ring.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn push(&self, events: impl IntoIterator<Item = ProjectEvent>) {
+    fn push(&self, events: impl ExactSizeIterator<Item = ProjectEvent>) {
+        if events.len() == 0 {
+            return;
+        }
         let mut ring = self.ring();
-        let before = ring.end();
         for event in events {
             if ring.events.len() == EVENT_BUFFER {
                 ring.events.pop_front();
@@ -291,11 +293,8 @@ impl EventLog {
             }
             ring.events.push_back(event);
         }
-        let added = ring.end() > before;
         drop(ring);
-        if added {
-            self.added.notify_waiters();
-        }
+        self.added.notify_waiters();
     }
 
     fn close(&self) {
