@@ -237,17 +237,38 @@ async fn blocked_synchronous_jobs_do_not_hold_up_the_others() {
     );
 }
 
+/// Every event left, to the project's end.
+async fn read_all(events: &mut rqm_worker::Events) -> Vec<ProjectEvent> {
+    let mut seen = Vec::new();
+    while let Some(event) = events.next().await {
+        seen.push(event);
+    }
+    seen
+}
+
+/// The events of a project's last job, `simpleTask` at node 1, and its end.
+fn simple_task_1_and_end() -> [ProjectEvent; 3] {
+    let path = |p: &str| p.parse().unwrap();
+    [
+        ProjectEvent::Started {
+            path: path("1"),
+            function: "simpleTask".into(),
+            attempt: 1,
+        },
+        ProjectEvent::Finished { path: path("1") },
+        ProjectEvent::Ended {
+            status: "finished".into(),
+        },
+    ]
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_tell_each_step_and_progress() {
     let engine = engine(8);
     let handle = engine
         .submit(project![blocking chatty(), simple_task(1)])
         .unwrap();
-    let mut events = handle.events();
-    let mut seen = Vec::new();
-    while let Some(event) = events.next().await {
-        seen.push(event);
-    }
+    let seen = read_all(&mut handle.events()).await;
     let path = |p: &str| p.parse().unwrap();
     assert_eq!(
         seen,
@@ -266,16 +287,10 @@ async fn events_tell_each_step_and_progress() {
                 value: json!({"done": 2, "of": 2})
             },
             ProjectEvent::Finished { path: path("0") },
-            ProjectEvent::Started {
-                path: path("1"),
-                function: "simpleTask".into(),
-                attempt: 1
-            },
-            ProjectEvent::Finished { path: path("1") },
-            ProjectEvent::Ended {
-                status: "finished".into()
-            },
         ]
+        .into_iter()
+        .chain(simple_task_1_and_end())
+        .collect::<Vec<_>>()
     );
 }
 
@@ -288,10 +303,7 @@ async fn a_subscriber_that_falls_behind_skips_to_the_last_1024_events() {
     // project's 4,001 events (a start and a finish a job, the end).
     let mut first = handle.events();
     handle.wait().await;
-    let mut seen = Vec::new();
-    while let Some(event) = first.next().await {
-        seen.push(event);
-    }
+    let seen = read_all(&mut first).await;
     assert_eq!(seen.len(), 1024, "the last 1,024 are kept");
     assert_eq!(
         seen.last(),
@@ -320,33 +332,17 @@ async fn a_later_subscriber_sees_events_from_its_call_on() {
         Some(ProjectEvent::Started { .. })
     ));
     // Subscribed while the first job runs: its start is already past.
-    let mut later = handle.events();
-    let mut seen = Vec::new();
-    while let Some(event) = later.next().await {
-        seen.push(event);
-    }
+    let seen = read_all(&mut handle.events()).await;
     let path = |p: &str| p.parse().unwrap();
     assert_eq!(
         seen,
-        [
-            ProjectEvent::Finished { path: path("0") },
-            ProjectEvent::Started {
-                path: path("1"),
-                function: "simpleTask".into(),
-                attempt: 1
-            },
-            ProjectEvent::Finished { path: path("1") },
-            ProjectEvent::Ended {
-                status: "finished".into()
-            },
-        ]
+        [ProjectEvent::Finished { path: path("0") },]
+            .into_iter()
+            .chain(simple_task_1_and_end())
+            .collect::<Vec<_>>()
     );
     // The first still has all of it to read.
-    let mut rest = 1;
-    while first.next().await.is_some() {
-        rest += 1;
-    }
-    assert_eq!(rest, 1 + seen.len());
+    assert_eq!(read_all(&mut first).await, seen);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
