@@ -95,9 +95,14 @@ struct Args {
     /// Exit with status 1 when a figure misses its target.
     #[arg(long)]
     check: bool,
+    /// Runs of every scenario, one after the other on one server; the
+    /// table gives each figure's median and range over the runs.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    repeat: u32,
 }
 
 /// A figure, its target, and whether it met it.
+#[derive(Clone, Copy, Debug)]
 struct Target {
     scenario: &'static str,
     figure: &'static str,
@@ -663,10 +668,13 @@ async fn submit_child(args: &Args) -> Fallible<()> {
 struct Out {
     lines: Vec<Value>,
     targets: Vec<Target>,
+    /// The run under way, from 1 (see `--repeat`).
+    run: u32,
 }
 
 impl Out {
     fn emit(&mut self, line: Value, summary: String) {
+        let line = merge(line, json!({"run": self.run}));
         println!("{line}");
         eprintln!("{summary}");
         self.lines.push(line);
@@ -1074,6 +1082,7 @@ async fn main_async(args: Args) -> Fallible<bool> {
     let mut out = Out {
         lines: Vec::new(),
         targets: Vec::new(),
+        run: 1,
     };
     if args.scenario == Scenario::SubmitChild {
         submit_child(&args).await?;
@@ -1098,40 +1107,97 @@ async fn main_async(args: Args) -> Fallible<bool> {
         Scenario::Commands => &[Scenario::Fanout, Scenario::Chain],
         _ => std::slice::from_ref(&args.scenario),
     };
-    for &scenario in scenarios {
-        let b = bench.as_mut();
-        match (scenario, b) {
-            (Scenario::Embedded, _) => embedded(&args, &mut out).await?,
-            (Scenario::Fanout, Some(b)) => fanout(b, &args, &mut out).await?,
-            (Scenario::Chain, Some(b)) => chain(b, &args, &mut out).await?,
-            (Scenario::Fanin, Some(b)) => fanin(b, &args, &mut out).await?,
-            (Scenario::Tree, Some(b)) => tree(b, &args, &mut out).await?,
-            (Scenario::Submit, Some(b)) => submit(b, &args, &mut out).await?,
-            (Scenario::Memory, Some(b)) => memory(b, &args, &mut out).await?,
-            _ => unreachable!("Redis is started for every Redis scenario"),
+    let mut runs: Vec<Vec<Target>> = Vec::new();
+    for run in 1..=args.repeat {
+        out.run = run;
+        for &scenario in scenarios {
+            let b = bench.as_mut();
+            match (scenario, b) {
+                (Scenario::Embedded, _) => embedded(&args, &mut out).await?,
+                (Scenario::Fanout, Some(b)) => fanout(b, &args, &mut out).await?,
+                (Scenario::Chain, Some(b)) => chain(b, &args, &mut out).await?,
+                (Scenario::Fanin, Some(b)) => fanin(b, &args, &mut out).await?,
+                (Scenario::Tree, Some(b)) => tree(b, &args, &mut out).await?,
+                (Scenario::Submit, Some(b)) => submit(b, &args, &mut out).await?,
+                (Scenario::Memory, Some(b)) => memory(b, &args, &mut out).await?,
+                _ => unreachable!("Redis is started for every Redis scenario"),
+            }
         }
+        runs.push(std::mem::take(&mut out.targets));
     }
     if let Some(bench) = bench {
         bench.stop().await;
     }
+    let table = medians(&runs);
     eprintln!();
     eprintln!(
-        "{:<10} {:<24} {:>14} {:>12}  met",
-        "scenario", "figure", "value", "target"
+        "{:<10} {:<24} {:>14} {:>12}  met{}",
+        "scenario",
+        "figure",
+        if runs.len() > 1 { "median" } else { "value" },
+        "target",
+        if runs.len() > 1 {
+            format!("  range over {} runs", runs.len())
+        } else {
+            String::new()
+        }
     );
     let mut all_met = true;
-    for t in &out.targets {
+    for (t, low, high) in &table {
         all_met &= t.met();
         eprintln!(
-            "{:<10} {:<24} {:>14.3} {:>12}  {}",
+            "{:<10} {:<24} {:>14.3} {:>12}  {:<3}{}",
             t.scenario,
             t.figure,
             t.value,
             format!("{} {}", t.op, t.target),
-            if t.met() { "yes" } else { "NO" }
+            if t.met() { "yes" } else { "NO" },
+            if runs.len() > 1 {
+                format!("  {low:.3} - {high:.3}")
+            } else {
+                String::new()
+            }
+        );
+    }
+    if runs.len() > 1 {
+        let figures: Vec<Value> = table
+            .iter()
+            .map(|(t, low, high)| {
+                json!({"scenario": t.scenario, "figure": t.figure, "median": t.value,
+                    "low": low, "high": high, "target": format!("{} {}", t.op, t.target), "met": t.met()})
+            })
+            .collect();
+        println!(
+            "{}",
+            json!({"scenario": "summary", "runs": runs.len(), "figures": figures})
         );
     }
     Ok(all_met)
+}
+
+/// Each target figure's median over the runs (the upper one of an even
+/// count's middle pair), with its lowest and highest value. Every run
+/// measures the same figures in the same order.
+fn medians(runs: &[Vec<Target>]) -> Vec<(Target, f64, f64)> {
+    let Some(first) = runs.first() else {
+        return Vec::new();
+    };
+    (0..first.len())
+        .map(|i| {
+            let mut values: Vec<f64> = runs
+                .iter()
+                .filter_map(|r| r.get(i))
+                .map(|t| t.value)
+                .collect();
+            values.sort_by(f64::total_cmp);
+            let t = &first[i];
+            let median = Target {
+                value: values[values.len() / 2],
+                ..*t
+            };
+            (median, values[0], values[values.len() - 1])
+        })
+        .collect()
 }
 
 fn main() -> std::process::ExitCode {
