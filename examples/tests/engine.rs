@@ -346,6 +346,33 @@ async fn a_later_subscriber_sees_events_from_its_call_on() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ended_projects_are_let_go_after_the_retention() {
+    examples::library::link();
+    let engine = Engine::new(EngineConfig {
+        retention: Duration::from_millis(300),
+        ..EngineConfig::default()
+    })
+    .unwrap();
+    let old = engine.submit(project![simple_task(1)]).unwrap();
+    old.wait().await;
+    let running = engine.submit(project![sleep_ms(5_000)]).unwrap();
+    assert!(
+        engine.project(old.id()).is_some(),
+        "kept within the retention"
+    );
+    assert_eq!(engine.list().len(), 2);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(engine.project(old.id()).is_none(), "let go after it");
+    // A running project is kept, however old.
+    let listed: Vec<String> = engine.list().iter().map(|h| h.id().to_owned()).collect();
+    assert_eq!(listed, [running.id()]);
+    assert!(engine.project(running.id()).is_some());
+    // A handle held still works.
+    assert_eq!(old.status().await.status, "finished");
+    running.cancel().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_at_run_time_is_a_permanent_failure_naming_everything() {
     let engine = engine(8);
     let json = br#"{"jobs": [{"func": "echo", "args": "seven"}, {"func": "simpleTask", "previousJobArgs": true, "retries": 3}]}"#;

@@ -259,6 +259,7 @@ async fn command(command: Command, registry: &'static Registry) -> Result<ExitCo
                     max_nodes,
                     ..Limits::default()
                 },
+                ..EngineConfig::default()
             };
             run_local(read(&file)?, &file, json, config, timeout).await
         }

@@ -31,6 +31,10 @@ pub struct EngineConfig {
     pub concurrency: usize,
     /// Bounds on projects, appended nodes included.
     pub limits: Limits,
+    /// How long the engine keeps an ended project: past it, the project
+    /// is no longer listed nor found by id (handles to it still work). The
+    /// default is 7 days, as the Redis engine's.
+    pub retention: Duration,
 }
 
 impl Default for EngineConfig {
@@ -38,6 +42,7 @@ impl Default for EngineConfig {
         EngineConfig {
             concurrency: 64,
             limits: Limits::default(),
+            retention: Duration::from_secs(7 * 24 * 3600),
         }
     }
 }
@@ -96,7 +101,27 @@ struct Inner {
     config: EngineConfig,
     permits: Arc<Semaphore>,
     projects: Mutex<BTreeMap<u64, ProjectHandle>>,
+    /// The ended projects, by number, in the order they ended.
+    ended: Mutex<VecDeque<(Instant, u64)>>,
     next_id: AtomicU64,
+}
+
+impl Inner {
+    /// The project list, without the projects ended longer ago than the
+    /// retention.
+    fn projects(&self) -> MutexGuard<'_, BTreeMap<u64, ProjectHandle>> {
+        let mut projects = self.projects.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut ended = self.ended.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = Instant::now();
+        while let Some(&(at, number)) = ended.front() {
+            if now.saturating_duration_since(at) < self.config.retention {
+                break;
+            }
+            ended.pop_front();
+            projects.remove(&number);
+        }
+        projects
+    }
 }
 
 impl Engine {
@@ -109,6 +134,7 @@ impl Engine {
                 permits: Arc::new(Semaphore::new(config.concurrency.max(1))),
                 config,
                 projects: Mutex::new(BTreeMap::new()),
+                ended: Mutex::new(VecDeque::new()),
                 next_id: AtomicU64::new(1),
             }),
         })
@@ -142,12 +168,8 @@ impl Engine {
         let handle = ProjectHandle {
             shared: shared.clone(),
         };
-        self.inner
-            .projects
-            .lock()
-            .expect("the project list is never poisoned")
-            .insert(number, handle.clone());
-        tokio::spawn(drive(shared, self.inner.clone()));
+        self.inner.projects().insert(number, handle.clone());
+        tokio::spawn(drive(shared, self.inner.clone(), number));
         handle
     }
 
@@ -168,16 +190,13 @@ impl Engine {
     /// The project with this id.
     pub fn project(&self, id: &str) -> Option<ProjectHandle> {
         let number: u64 = id.strip_prefix("local-")?.parse().ok()?;
-        self.inner.projects.lock().ok()?.get(&number).cloned()
+        self.inner.projects().get(&number).cloned()
     }
 
-    /// Every project submitted, oldest first.
+    /// Every project submitted and kept (see [`EngineConfig::retention`]),
+    /// oldest first.
     pub fn list(&self) -> Vec<ProjectHandle> {
-        self.inner
-            .projects
-            .lock()
-            .map(|p| p.values().cloned().collect())
-            .unwrap_or_default()
+        self.inner.projects().values().cloned().collect()
     }
 }
 
@@ -415,7 +434,7 @@ impl Events {
 
 /// Runs one project: hands ready jobs to tasks as permits allow, applies
 /// their reports, fires retries, until the project has settled.
-async fn drive(shared: Arc<Shared>, engine: Arc<Inner>) {
+async fn drive(shared: Arc<Shared>, engine: Arc<Inner>, number: u64) {
     let mut ready: VecDeque<NodeId> = VecDeque::new();
     // A turn's messages, and its events, published together.
     let mut msgs: Vec<Msg> = Vec::new();
@@ -458,6 +477,11 @@ async fn drive(shared: Arc<Shared>, engine: Arc<Inner>) {
         if settled {
             shared.events.close();
             shared.done.send_replace(true);
+            engine
+                .ended
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push_back((Instant::now(), number));
             return;
         }
         let wake_at = timeout.map(|t| {

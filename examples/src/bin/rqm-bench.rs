@@ -1020,6 +1020,7 @@ async fn embedded(args: &Args, out: &mut Out) -> Fallible<()> {
     let engine = Engine::new(EngineConfig {
         concurrency: args.concurrency,
         limits: limits(),
+        ..EngineConfig::default()
     })?;
     // The time to the finished report, and the part of it spent reading,
     // checking and compiling the JSON.
