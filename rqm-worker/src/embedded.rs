@@ -13,7 +13,7 @@ use rqm_core::{
 };
 use serde::Serialize;
 use serde_json::Value;
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument;
 
 use crate::error::Error;
@@ -156,14 +156,12 @@ impl Engine {
     fn start(&self, run: Run) -> ProjectHandle {
         let number = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let id: Arc<str> = Arc::from(format!("local-{number}"));
-        let (done, _) = watch::channel(false);
         let shared = Arc::new(Shared {
             id,
             run: Mutex::new(run),
             started: Instant::now(),
             inbox: Inbox::default(),
             events: EventLog::default(),
-            done,
         });
         let handle = ProjectHandle {
             shared: shared.clone(),
@@ -212,8 +210,8 @@ struct Shared {
     run: Mutex<Run>,
     started: Instant,
     inbox: Inbox,
+    /// Its events; closed once the project has settled.
     events: EventLog,
-    done: watch::Sender<bool>,
 }
 
 impl Shared {
@@ -320,6 +318,22 @@ impl EventLog {
         self.ring().closed = true;
         self.added.notify_waiters();
     }
+
+    /// What `look` finds in the ring, once it finds something: it looks
+    /// now and again after each change.
+    async fn until<T>(&self, mut look: impl FnMut(&mut Ring) -> Option<T>) -> T {
+        loop {
+            // Registered before the look, so that a change after it wakes
+            // this wait.
+            let added = self.added.notified();
+            tokio::pin!(added);
+            added.as_mut().enable();
+            if let Some(found) = look(&mut self.ring()) {
+                return found;
+            }
+            added.await;
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -348,9 +362,10 @@ impl ProjectHandle {
 
     /// Waits until the project has ended and every attempt has reported.
     pub async fn wait(&self) -> Report {
-        let mut done = self.shared.done.subscribe();
-        // The sender lives in `shared`, which `self` holds, so it never closes.
-        let _ = done.wait_for(|d| *d).await;
+        self.shared
+            .events
+            .until(|ring| ring.closed.then_some(()))
+            .await;
         self.status().await
     }
 
@@ -400,35 +415,30 @@ pub struct Events {
 impl Events {
     /// The next event, or `None` after the project's end.
     pub async fn next(&mut self) -> Option<ProjectEvent> {
-        let log = &self.shared.events;
-        loop {
-            if self.ended {
-                return None;
-            }
-            // Registered before the look, so that an event added after it
-            // wakes this wait.
-            let added = log.added.notified();
-            tokio::pin!(added);
-            added.as_mut().enable();
-            {
-                let ring = log.ring();
-                if self.next < ring.first {
-                    let missed = ring.first - self.next;
-                    tracing::warn!(missed, "an event subscriber fell behind and missed events");
-                    self.next = ring.first;
-                }
-                if let Some(event) = ring.events.get((self.next - ring.first) as usize) {
-                    self.next += 1;
-                    self.ended = matches!(event, ProjectEvent::Ended { .. });
-                    return Some(event.clone());
-                }
-                if ring.closed {
-                    self.ended = true;
-                    continue;
-                }
-            }
-            added.await;
+        if self.ended {
+            return None;
         }
+        let next = &mut self.next;
+        let event = self
+            .shared
+            .events
+            .until(|ring| {
+                if *next < ring.first {
+                    let missed = ring.first - *next;
+                    tracing::warn!(missed, "an event subscriber fell behind and missed events");
+                    *next = ring.first;
+                }
+                match ring.events.get((*next - ring.first) as usize) {
+                    Some(event) => {
+                        *next += 1;
+                        Some(Some(event.clone()))
+                    }
+                    None => ring.closed.then_some(None),
+                }
+            })
+            .await;
+        self.ended = matches!(event, None | Some(ProjectEvent::Ended { .. }));
+        event
     }
 }
 
@@ -476,7 +486,6 @@ async fn drive(shared: Arc<Shared>, engine: Arc<Inner>, number: u64) {
         shared.events.push(events.drain(..));
         if settled {
             shared.events.close();
-            shared.done.send_replace(true);
             engine
                 .ended
                 .lock()
