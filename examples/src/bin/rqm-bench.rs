@@ -666,7 +666,6 @@ async fn submit_child(args: &Args) -> Fallible<()> {
 }
 
 struct Out {
-    lines: Vec<Value>,
     targets: Vec<Target>,
     /// The run under way, from 1 (see `--repeat`).
     run: u32,
@@ -677,7 +676,6 @@ impl Out {
         let line = merge(line, json!({"run": self.run}));
         println!("{line}");
         eprintln!("{summary}");
-        self.lines.push(line);
     }
 
     fn target(
@@ -1081,7 +1079,6 @@ async fn embedded(args: &Args, out: &mut Out) -> Fallible<()> {
 
 async fn main_async(args: Args) -> Fallible<bool> {
     let mut out = Out {
-        lines: Vec::new(),
         targets: Vec::new(),
         run: 1,
     };
@@ -1130,18 +1127,17 @@ async fn main_async(args: Args) -> Fallible<bool> {
         bench.stop().await;
     }
     let table = medians(&runs);
+    // With one run the median is the value, and there is no range.
+    let many = runs.len() > 1;
+    let range = |text: String| if many { text } else { String::new() };
     eprintln!();
     eprintln!(
         "{:<10} {:<24} {:>14} {:>12}  met{}",
         "scenario",
         "figure",
-        if runs.len() > 1 { "median" } else { "value" },
+        if many { "median" } else { "value" },
         "target",
-        if runs.len() > 1 {
-            format!("  range over {} runs", runs.len())
-        } else {
-            String::new()
-        }
+        range(format!("  range over {} runs", runs.len()))
     );
     let mut all_met = true;
     for (t, low, high) in &table {
@@ -1153,14 +1149,10 @@ async fn main_async(args: Args) -> Fallible<bool> {
             t.value,
             format!("{} {}", t.op, t.target),
             if t.met() { "yes" } else { "NO" },
-            if runs.len() > 1 {
-                format!("  {low:.3} - {high:.3}")
-            } else {
-                String::new()
-            }
+            range(format!("  {low:.3} - {high:.3}"))
         );
     }
-    if runs.len() > 1 {
+    if many {
         let figures: Vec<Value> = table
             .iter()
             .map(|(t, low, high)| {
